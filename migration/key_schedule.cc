@@ -1,0 +1,105 @@
+#include "migration/key_schedule.h"
+
+#include <cstring>
+#include <string_view>
+#include <vector>
+
+#include "crypto/random.h"
+
+namespace encmig {
+
+namespace {
+constexpr std::string_view kSaltLabel = "encmig/1";
+
+std::vector<uint8_t> label_with(std::string_view label, const uint8_t* tail, size_t tail_len) {
+  std::vector<uint8_t> v(label.begin(), label.end());
+  v.insert(v.end(), tail, tail + tail_len);
+  return v;
+}
+}  // namespace
+
+Result<MigrationSecrets> MigrationSecrets::generate() {
+  auto key = Secret::random(wire::kKeySize);
+  if (!key) return key.error();
+  MigrationSecrets m;
+  m.key = std::move(key.value());
+  if (auto st = random_key_bytes(m.nonce.data(), m.nonce.size()); !st) return st.error();
+  if (auto st = random_key_bytes(m.id.data(), m.id.size()); !st) return st.error();
+  return m;
+}
+
+Result<MigrationSecrets> MigrationSecrets::clone() const {
+  auto k = key.clone();
+  if (!k) return k.error();
+  MigrationSecrets m;
+  m.key = std::move(k.value());
+  m.nonce = nonce;
+  m.id = id;
+  return m;
+}
+
+Result<ConnectionSecrets> ConnectionSecrets::derive(const MigrationSecrets& m,
+                                                    const uint8_t client_hello[wire::kHelloSize],
+                                                    const uint8_t server_hello[wire::kHelloSize]) {
+  if (m.key.size() != wire::kKeySize) return make_error(ErrorCode::kInvalidArgument, "migration key size");
+  std::vector<uint8_t> salt(kSaltLabel.begin(), kSaltLabel.end());
+  salt.insert(salt.end(), m.nonce.begin(), m.nonce.end());
+  salt.insert(salt.end(), m.id.begin(), m.id.end());
+  auto prk = hkdf_extract(salt, m.key);
+  if (!prk) return prk.error();
+
+  ConnectionSecrets cs;
+  uint8_t both[2 * wire::kHelloSize];
+  std::memcpy(both, client_hello, wire::kHelloSize);
+  std::memcpy(both + wire::kHelloSize, server_hello, wire::kHelloSize);
+  if (auto st = sha256(both, cs.transcript.data()); !st) return st.error();
+  const uint8_t* t = cs.transcript.data();
+
+  auto c2s = hkdf_expand(prk.value(), label_with("encmig/1 c2s traffic", t, kSha256Size), 32);
+  auto s2c = hkdf_expand(prk.value(), label_with("encmig/1 s2c traffic", t, kSha256Size), 32);
+  if (!c2s) return c2s.error();
+  if (!s2c) return s2c.error();
+  cs.c2s_traffic = std::move(c2s.value());
+  cs.s2c_traffic = std::move(s2c.value());
+  if (auto st = hkdf_expand_to(prk.value(), label_with("encmig/1 c2s confirm", t, kSha256Size),
+                               cs.c2s_confirm.data(), wire::kConfirmSize);
+      !st)
+    return st.error();
+  if (auto st = hkdf_expand_to(prk.value(), label_with("encmig/1 s2c confirm", t, kSha256Size),
+                               cs.s2c_confirm.data(), wire::kConfirmSize);
+      !st)
+    return st.error();
+  return cs;
+}
+
+Result<TrafficKeys> TrafficKeys::create(Secret traffic_secret) {
+  if (traffic_secret.size() != 32) return make_error(ErrorCode::kInvalidArgument, "traffic secret size");
+  TrafficKeys k;
+  k.traffic_ = std::move(traffic_secret);
+  if (auto st = k.prepare(0); !st) return st.error();
+  return k;
+}
+
+Status TrafficKeys::prepare(uint64_t counter) {
+  uint64_t epoch = counter >> wire::kEpochShift;
+  if (epoch == epoch_) return {};
+  uint8_t e[4];
+  wire::put32(e, uint32_t(epoch));
+  auto key = hkdf_expand(traffic_, label_with("encmig/1 key", e, 4), kAeadKeySize);
+  if (!key) return key.error();
+  auto iv = hkdf_expand(traffic_, label_with("encmig/1 iv", e, 4), kAeadNonceSize);
+  if (!iv) return iv.error();
+  auto aead = Aead::create(key.value());
+  if (!aead) return aead.error();
+  aead_ = std::move(aead.value());
+  iv_ = std::move(iv.value());
+  epoch_ = epoch;
+  return {};
+}
+
+void TrafficKeys::nonce(uint64_t counter, uint8_t out[kAeadNonceSize]) const {
+  std::memcpy(out, iv_.data(), kAeadNonceSize);
+  for (int i = 0; i < 8; i++) out[4 + i] ^= uint8_t(counter >> (56 - 8 * i));
+}
+
+}  // namespace encmig

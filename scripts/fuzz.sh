@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Builds the libFuzzer targets with clang and runs each for SECONDS (default 20).
+# Usage: scripts/fuzz.sh [SECONDS]
+set -euo pipefail
+top=$(cd "$(dirname "$0")/.." && pwd)
+secs=${1:-20}
+out=${FUZZ_OUT:-$top/build-fuzz}
+mkdir -p "$out"
+srcs=(crypto/result.cc crypto/secret.cc crypto/random.cc crypto/hkdf.cc crypto/aead.cc
+      migration/wire.cc migration/key_schedule.cc migration/handshake.cc migration/record.cc)
+flags=(-std=c++20 -O1 -g -fsanitize=fuzzer,address,undefined -I"$top")
+status=0
+for target in fuzz_hello fuzz_record; do
+  clang++ "${flags[@]}" "${srcs[@]/#/$top/}" "$top/tests/fuzz/$target.cc" -lgnutls -o "$out/$target"
+  corpus="$out/corpus-$target"
+  mkdir -p "$corpus"
+  cp -n "$top/tests/fuzz/corpus/$target"/* "$corpus/" 2>/dev/null || true
+  echo "fuzz: $target for ${secs}s"
+  if ! "$out/$target" -max_total_time="$secs" -max_len=4096 "$corpus" >"$out/$target.log" 2>&1; then
+    echo "fuzz: $target FAILED"; tail -30 "$out/$target.log"; status=1
+  else
+    grep -E '^Done|#[0-9]+.*DONE' "$out/$target.log" | tail -1
+  fi
+done
+exit $status
