@@ -1,0 +1,109 @@
+#include "migration/channel.h"
+
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+namespace encmig {
+
+Result<std::unique_ptr<EncryptedChannel>> EncryptedChannel::create(Fd sock, SessionKeys keys, std::string name) {
+  auto tx = RecordSealer::create(std::move(keys.tx));
+  if (!tx) return tx.error();
+  auto rx = RecordOpener::create(std::move(keys.rx));
+  if (!rx) return rx.error();
+  std::unique_ptr<EncryptedChannel> c(new EncryptedChannel());
+  c->fd_ = std::move(sock);
+  c->name_ = std::move(name);
+  c->tx_ = std::move(tx.value());
+  c->rx_ = std::move(rx.value());
+  c->rbuf_.resize(2 * (wire::kMaxRecordPayload + wire::kRecordOverhead));
+  set_recv_timeout(c->fd_.get(), 0);
+  return c;
+}
+
+Status EncryptedChannel::send_data(uint8_t* rec, uint32_t n) {
+  if (auto st = tx_.seal_data(rec + kHeadroom, n, rec, rec + kHeadroom + n); !st) return st;
+  return write_all(fd_.get(), rec, kHeadroom + n + kTailroom);
+}
+
+Status EncryptedChannel::send_fin() {
+  uint8_t fin[RecordSealer::kFinRecordSize];
+  if (auto st = tx_.seal_fin(fin); !st) return st;
+  if (auto st = write_all(fd_.get(), fin, sizeof fin); !st) return st;
+  shutdown_write();
+  return {};
+}
+
+void EncryptedChannel::send_error(ErrorCode code, const std::string& text) {
+  if (tx_.finished()) return;
+  uint8_t rec[RecordSealer::kMaxErrorRecordSize];
+  size_t n = 0;
+  if (tx_.seal_error(code, text, rec, &n).ok()) (void)::send(fd_.get(), rec, n, MSG_NOSIGNAL | MSG_DONTWAIT);
+}
+
+Status EncryptedChannel::receive(Batch& b) {
+  b.count = 0;
+  b.fin = false;
+  b.bytes = 0;
+  if (rstart_ > 0) {  // the previous batch is consumed; keep only the partial record
+    std::memmove(rbuf_.data(), rbuf_.data() + rstart_, rend_ - rstart_);
+    rend_ -= rstart_;
+    rstart_ = 0;
+  }
+  for (;;) {
+    while (b.count < kMaxBatch) {
+      auto st = rx_.open(rbuf_.data() + rstart_, rend_ - rstart_);
+      if (!st) return st.error();
+      if (st->consumed == 0) break;
+      rstart_ += st->consumed;
+      if (st->type == wire::RecordType::kFin) {
+        b.fin = true;
+        return {};
+      }
+      b.iov[b.count++] = iovec{st->payload, st->length};
+      b.bytes += st->length;
+    }
+    if (b.count > 0) return {};
+    ssize_t r = ::read(fd_.get(), rbuf_.data() + rend_, rbuf_.size() - rend_);
+    if (r > 0) {
+      rend_ += size_t(r);
+      continue;
+    }
+    if (r < 0 && errno == EINTR) continue;
+    if (r == 0)
+      return make_error(ErrorCode::kTruncated, "peer closed after " + std::to_string(rx_.records()) + " records");
+    return make_error(ErrorCode::kIo, "peer read: " + errno_text(errno));
+  }
+}
+
+Status EncryptedChannel::expect_eof() {
+  if (rend_ > rstart_) return make_error(ErrorCode::kDataAfterFin);
+  uint8_t b[64];
+  for (;;) {
+    ssize_t r = ::read(fd_.get(), b, sizeof b);
+    if (r == 0) return {};
+    if (r > 0) return make_error(ErrorCode::kDataAfterFin);
+    if (errno == EINTR) continue;
+    // A reset after the peer's FIN loses nothing: every byte was authenticated.
+    return {};
+  }
+}
+
+void EncryptedChannel::shutdown_both() { ::shutdown(fd_.get(), SHUT_RDWR); }
+void EncryptedChannel::shutdown_write() { ::shutdown(fd_.get(), SHUT_WR); }
+
+void EncryptedChannel::set_nodelay(bool on) {
+  int v = on;
+  setsockopt(fd_.get(), IPPROTO_TCP, TCP_NODELAY, &v, sizeof v);
+}
+
+void EncryptedChannel::set_cork(bool on) {
+  int v = on;
+  setsockopt(fd_.get(), IPPROTO_TCP, TCP_CORK, &v, sizeof v);
+}
+
+}  // namespace encmig

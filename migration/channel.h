@@ -1,0 +1,73 @@
+// EncryptedChannel: wraps one TCP socket after the handshake, in the manner
+// of QEMU's QIOChannel: it forwards shutdown/cork/nodelay, and it can hold
+// buffered plaintext while the socket is not readable (has_buffered()).
+//
+// One thread may send and another receive at the same time.
+#pragma once
+#include <sys/uio.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "migration/handshake.h"
+#include "migration/record.h"
+#include "migration/socket.h"
+
+namespace encmig {
+
+class EncryptedChannel {
+ public:
+  // Send buffers carry room for the header before and the tag after the payload.
+  static constexpr size_t kHeadroom = wire::kRecordHeaderSize;
+  static constexpr size_t kTailroom = wire::kTagSize;
+  static constexpr int kMaxBatch = 64;
+
+  static Result<std::unique_ptr<EncryptedChannel>> create(Fd sock, SessionKeys keys, std::string name);
+
+  const std::string& name() const { return name_; }
+  int fd() const { return fd_.get(); }
+
+  // ---- send side ----
+  // rec[kHeadroom .. kHeadroom+n) holds the payload; sealed in place and sent
+  // with one write.
+  Status send_data(uint8_t* rec, uint32_t n);
+  // FIN record, then half-close.
+  Status send_fin();
+  // ERROR record, best effort (the stream is being torn down anyway).
+  void send_error(ErrorCode code, const std::string& text);
+
+  // ---- receive side ----
+  struct Batch {
+    iovec iov[kMaxBatch];
+    int count = 0;
+    bool fin = false;  // the peer's authenticated end of stream
+    size_t bytes = 0;
+  };
+  // Blocks until at least one DATA record or the FIN is available. Plaintext
+  // spans stay valid until the next receive(). A clean EOF is only a FIN.
+  Status receive(Batch& batch);
+  // After FIN: waits for the peer's close; any further byte is an error.
+  Status expect_eof();
+  bool has_buffered() const { return rend_ > rstart_; }
+
+  // ---- forwarded socket controls ----
+  void shutdown_both();
+  void shutdown_write();
+  void set_nodelay(bool on);
+  void set_cork(bool on);
+
+  uint64_t records_sent() const { return tx_.records(); }
+  uint64_t records_received() const { return rx_.records(); }
+
+ private:
+  EncryptedChannel() = default;
+  Fd fd_;
+  std::string name_;
+  RecordSealer tx_;
+  RecordOpener rx_;
+  std::vector<uint8_t> rbuf_;
+  size_t rstart_ = 0, rend_ = 0;
+};
+
+}  // namespace encmig

@@ -1,0 +1,102 @@
+#include "migration/relay.h"
+
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <thread>
+#include <vector>
+
+namespace encmig {
+
+Result<std::unique_ptr<EncryptedChannel>> client_handshake(Fd tcp, MigrationSecrets secrets, wire::Kind kind,
+                                                           uint32_t index, const std::string& name,
+                                                           int timeout_ms) {
+  auto hs = ClientHandshake::create(std::move(secrets), kind, index);
+  if (!hs) return hs.error();
+  set_recv_timeout(tcp.get(), timeout_ms);
+  if (auto st = write_all(tcp.get(), hs->hello().data(), hs->hello().size()); !st) return st.error();
+  uint8_t buf[ClientHandshake::kServerFlightSize];
+  while (hs->state() == ClientHandshake::State::kAwaitServer) {
+    size_t want = hs->wanted();
+    if (auto st = read_exact(tcp.get(), buf, want); !st) return Error{st.error().code, "handshake: " + st.error().detail};
+    auto used = hs->consume(buf, want);
+    if (!used) return used.error();
+  }
+  if (auto st = write_all(tcp.get(), hs->confirm().data(), hs->confirm().size()); !st) return st.error();
+  auto keys = hs->take_keys();
+  if (!keys) return keys.error();
+  return EncryptedChannel::create(std::move(tcp), std::move(keys.value()), name);
+}
+
+namespace {
+
+Status pump_local_to_peer(int local, EncryptedChannel& peer, Stream& s) {
+  std::vector<uint8_t> buf(EncryptedChannel::kHeadroom + wire::kMaxRecordPayload + EncryptedChannel::kTailroom);
+  uint8_t* payload = buf.data() + EncryptedChannel::kHeadroom;
+  for (;;) {
+    ssize_t n = ::read(local, payload, wire::kMaxRecordPayload);
+    if (n > 0) {
+      if (auto st = peer.send_data(buf.data(), uint32_t(n)); !st) return Error{st.error().code, "to peer: " + st.error().message()};
+      s.bytes_out.fetch_add(uint64_t(n), std::memory_order_relaxed);
+      s.records_out.fetch_add(1, std::memory_order_relaxed);
+      continue;
+    }
+    if (n < 0 && errno == EINTR) continue;
+    // EOF, or a reset because QEMU closed with our data unread: either way
+    // QEMU is done with this stream. The peer learns it from an authenticated FIN.
+    if (n == 0 || errno == ECONNRESET) return peer.send_fin();
+    return make_error(ErrorCode::kIo, "local read: " + errno_text(errno));
+  }
+}
+
+Status pump_peer_to_local(EncryptedChannel& peer, int local, Stream& s) {
+  EncryptedChannel::Batch b;
+  bool local_gone = false;
+  for (;;) {
+    if (auto st = peer.receive(b); !st) return st;
+    if (b.count > 0 && !local_gone) {
+      // QEMU may close its end first (e.g. the source after completion): keep
+      // authenticating the peer's records to its FIN, and drop the data.
+      if (!writev_all(local, b.iov, b.count).ok()) local_gone = true;
+    }
+    s.bytes_in.fetch_add(b.bytes, std::memory_order_relaxed);
+    s.records_in.fetch_add(uint64_t(b.count), std::memory_order_relaxed);
+    if (b.fin) {
+      ::shutdown(local, SHUT_WR);
+      return peer.expect_eof();
+    }
+  }
+}
+
+}  // namespace
+
+Status relay_stream(EncryptedChannel& peer, Stream& stream) {
+  int local = stream.local.get();
+  int one = kLocalSocketBuffer;
+  setsockopt(local, SOL_SOCKET, SO_SNDBUF, &one, sizeof one);
+  setsockopt(local, SOL_SOCKET, SO_RCVBUF, &one, sizeof one);
+  stream.state = 1;
+  // Whichever direction fails first names the cause; it shuts the stream
+  // down so the other direction unblocks.
+  std::atomic<int> first{0};
+  auto failed = [&](int who) {
+    int none = 0;
+    first.compare_exchange_strong(none, who);
+    stream.shutdown_all();
+  };
+  Status out;
+  std::thread t([&] {
+    out = pump_local_to_peer(local, peer, stream);
+    if (!out.ok()) failed(2);
+  });
+  Status in = pump_peer_to_local(peer, local, stream);
+  if (!in.ok()) failed(1);
+  t.join();
+  if (first == 1) return Error{in.error().code, peer.name() + "-in: " + in.error().message()};
+  if (first == 2) return Error{out.error().code, peer.name() + "-out: " + out.error().message()};
+  return {};
+}
+
+}  // namespace encmig

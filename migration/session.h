@@ -1,0 +1,115 @@
+// One armed migration on one host: its secrets, its streams, its fate.
+//
+// The first failure of any stream fails the whole migration: every stream's
+// sockets are shut down at once, so both QEMUs see the migration fail and the
+// source VM keeps running. Keys are wiped when the migration ends, whatever
+// the outcome.
+#pragma once
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "migration/key_schedule.h"
+#include "migration/socket.h"
+
+namespace encmig {
+
+enum class MigrationRole { kSource, kDestination };
+enum class MigrationState { kArmed, kActive, kCompleted, kFailed, kCancelled };
+const char* state_name(MigrationState s);
+
+struct MigrationConfig {
+  wire::MigrationId id{};
+  MigrationRole role = MigrationRole::kSource;
+  // Source: where QEMU (or libvirtd) connects, and the peer daemon.
+  std::string listen_path;
+  std::string nbd_listen_path;
+  HostPort peer;
+  // Destination: QEMU's incoming and NBD sockets.
+  std::string qemu_path;
+  std::string qemu_nbd_path;
+  int expected_streams = 0;  // migration-kind streams; 0 = unknown
+};
+
+std::string id_hex(const wire::MigrationId& id);
+Result<wire::MigrationId> id_from_hex(const std::string& s);
+// "main", "multifd-0", "nbd-1": the stream's debug name.
+std::string stream_name(wire::Kind kind, uint32_t index);
+
+// Per-stream state and counters; owns the stream's two sockets so that their
+// numbers cannot be reused while the migration may still shut them down.
+struct Stream {
+  wire::Kind kind = wire::Kind::kMigration;
+  uint32_t index = 0;
+  std::string name;
+  Fd local;
+  std::atomic<int> peer_fd{-1};  // owned by the stream's handler; cleared under the migration lock before it closes
+  std::atomic<uint64_t> bytes_out{0}, bytes_in{0}, records_out{0}, records_in{0};
+  std::atomic<int> state{0};  // 0 handshake, 1 relaying, 2 closed, 3 failed
+  std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
+  void shutdown_all();
+};
+
+using EventFn = std::function<void(const std::string& event, const std::string& json_data)>;
+using FailureFn = std::function<void(ErrorCode)>;
+
+class Migration {
+ public:
+  Migration(MigrationConfig cfg, MigrationSecrets secrets, EventFn events, FailureFn on_failure);
+  ~Migration();
+
+  const MigrationConfig& config() const { return cfg_; }
+  const std::string& id() const { return id_hex_; }
+  MigrationState state() const;
+
+  // A copy of the secrets for one handshake; fails once the migration ended.
+  Result<MigrationSecrets> secrets() const;
+
+  // Registers a stream; kDuplicateStream if (kind, index) was seen before.
+  Result<std::shared_ptr<Stream>> add_stream(wire::Kind kind, uint32_t index);
+  uint32_t next_source_index(wire::Kind kind);
+
+  // Destination: blocks until every lower-indexed stream of this kind has
+  // been handed to QEMU, so QEMU accepts them in the source's order.
+  Status wait_turn(wire::Kind kind, uint32_t index, std::chrono::milliseconds timeout);
+  void turn_done(wire::Kind kind);
+
+  // The first call wins; later calls only add nothing.
+  void fail(ErrorCode code, const std::string& stream, const std::string& detail);
+  // Every stream handler calls this exactly once, before it closes the peer
+  // socket: it shuts both sockets down and forgets their numbers.
+  void stream_closed(const std::shared_ptr<Stream>& s);
+  // Normal end requested by the controller (or cancel).
+  void end(bool cancelled);
+
+  void add_listener(Fd fd);
+  std::string status_json() const;
+
+ private:
+  void teardown_locked();
+  void emit_state_locked();
+
+  MigrationConfig cfg_;
+  std::string id_hex_;
+  EventFn events_;
+  FailureFn on_failure_;
+  mutable std::mutex mu_;
+  std::condition_variable turn_cv_;
+  MigrationSecrets secrets_;
+  MigrationState state_ = MigrationState::kArmed;
+  std::string error_;
+  std::vector<std::shared_ptr<Stream>> streams_;
+  std::vector<Fd> listeners_;
+  std::map<wire::Kind, uint32_t> next_index_;  // source: next index to assign
+  std::map<wire::Kind, uint32_t> next_turn_;   // destination: next index to hand to QEMU
+  int closed_migration_streams_ = 0;
+  std::chrono::steady_clock::time_point armed_ = std::chrono::steady_clock::now();
+};
+
+}  // namespace encmig

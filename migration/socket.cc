@@ -1,0 +1,218 @@
+#include "migration/socket.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+namespace encmig {
+
+Fd& Fd::operator=(Fd&& o) noexcept {
+  if (this != &o) {
+    reset();
+    fd_ = std::exchange(o.fd_, -1);
+  }
+  return *this;
+}
+
+Fd::~Fd() { reset(); }
+
+void Fd::reset() {
+  if (fd_ >= 0) ::close(fd_);
+  fd_ = -1;
+}
+
+std::string errno_text(int err) { return std::strerror(err); }
+
+Result<HostPort> HostPort::parse(const std::string& s) {
+  size_t colon = s.rfind(':');
+  if (colon == std::string::npos || colon + 1 >= s.size())
+    return make_error(ErrorCode::kInvalidArgument, "expected HOST:PORT, got '" + s + "'");
+  HostPort hp;
+  hp.host = s.substr(0, colon);
+  if (hp.host.size() >= 2 && hp.host.front() == '[' && hp.host.back() == ']') hp.host = hp.host.substr(1, hp.host.size() - 2);
+  char* end = nullptr;
+  long p = std::strtol(s.c_str() + colon + 1, &end, 10);
+  if (*end || p < 0 || p > 65535) return make_error(ErrorCode::kInvalidArgument, "bad port in '" + s + "'");
+  hp.port = uint16_t(p);
+  return hp;
+}
+
+std::string HostPort::str() const {
+  return (host.find(':') != std::string::npos ? "[" + host + "]" : host) + ":" + std::to_string(port);
+}
+
+void apply_socket_options(int fd, const SocketOptions& opts) {
+  int one = 1;
+  if (opts.nodelay) setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  if (opts.buffer_bytes > 0) {
+    int b = opts.buffer_bytes;
+    // The FORCE variants (root) bypass net.core.[rw]mem_max.
+    if (setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &b, sizeof b) != 0) setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &b, sizeof b);
+    if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &b, sizeof b) != 0) setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &b, sizeof b);
+  }
+}
+
+void set_recv_timeout(int fd, int ms) {
+  timeval tv{ms / 1000, (ms % 1000) * 1000};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+}
+
+namespace {
+Result<addrinfo*> resolve(const HostPort& hp, bool passive) {
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  if (passive) hints.ai_flags = AI_PASSIVE;
+  addrinfo* res = nullptr;
+  std::string port = std::to_string(hp.port);
+  int rc = getaddrinfo(hp.host.empty() ? nullptr : hp.host.c_str(), port.c_str(), &hints, &res);
+  if (rc != 0) return make_error(ErrorCode::kIo, "resolve " + hp.str() + ": " + gai_strerror(rc));
+  return res;
+}
+}  // namespace
+
+Result<Fd> tcp_connect(const HostPort& to, const SocketOptions& opts, int timeout_ms) {
+  auto res = resolve(to, false);
+  if (!res) return res.error();
+  std::string last = "no address";
+  for (addrinfo* ai = res.value(); ai; ai = ai->ai_next) {
+    Fd fd(socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+    if (!fd.valid()) continue;
+    apply_socket_options(fd.get(), opts);  // before connect: window scaling
+    int rc = connect(fd.get(), ai->ai_addr, ai->ai_addrlen);
+    if (rc != 0 && errno == EINPROGRESS) {
+      pollfd p{fd.get(), POLLOUT, 0};
+      rc = poll(&p, 1, timeout_ms);
+      int err = 0;
+      socklen_t len = sizeof err;
+      if (rc == 1) getsockopt(fd.get(), SOL_SOCKET, SO_ERROR, &err, &len);
+      else err = rc == 0 ? ETIMEDOUT : errno;
+      rc = err ? -1 : 0;
+      errno = err;
+    }
+    if (rc != 0) {
+      last = errno_text(errno);
+      continue;
+    }
+    fcntl(fd.get(), F_SETFL, fcntl(fd.get(), F_GETFL) & ~O_NONBLOCK);
+    freeaddrinfo(res.value());
+    return fd;
+  }
+  freeaddrinfo(res.value());
+  return make_error(ErrorCode::kIo, "connect " + to.str() + ": " + last);
+}
+
+Result<Fd> tcp_listen(const HostPort& at, const SocketOptions& opts) {
+  auto res = resolve(at, true);
+  if (!res) return res.error();
+  std::string last = "no address";
+  for (addrinfo* ai = res.value(); ai; ai = ai->ai_next) {
+    Fd fd(socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    if (!fd.valid()) continue;
+    int one = 1;
+    setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    apply_socket_options(fd.get(), opts);  // inherited by accepted sockets
+    if (bind(fd.get(), ai->ai_addr, ai->ai_addrlen) != 0 || listen(fd.get(), 128) != 0) {
+      last = errno_text(errno);
+      continue;
+    }
+    freeaddrinfo(res.value());
+    return fd;
+  }
+  freeaddrinfo(res.value());
+  return make_error(ErrorCode::kIo, "listen " + at.str() + ": " + last);
+}
+
+Result<Fd> unix_listen(const std::string& path, int mode) {
+  sockaddr_un sa{};
+  sa.sun_family = AF_UNIX;
+  if (path.size() >= sizeof sa.sun_path) return make_error(ErrorCode::kInvalidArgument, "socket path too long: " + path);
+  std::memcpy(sa.sun_path, path.c_str(), path.size() + 1);
+  Fd fd(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (!fd.valid()) return make_error(ErrorCode::kIo, "socket: " + errno_text(errno));
+  ::unlink(path.c_str());
+  if (bind(fd.get(), reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0)
+    return make_error(ErrorCode::kIo, "bind " + path + ": " + errno_text(errno));
+  chmod(path.c_str(), mode);
+  if (listen(fd.get(), 64) != 0) return make_error(ErrorCode::kIo, "listen " + path + ": " + errno_text(errno));
+  return fd;
+}
+
+Result<Fd> unix_connect(const std::string& path) {
+  sockaddr_un sa{};
+  sa.sun_family = AF_UNIX;
+  if (path.size() >= sizeof sa.sun_path) return make_error(ErrorCode::kInvalidArgument, "socket path too long: " + path);
+  std::memcpy(sa.sun_path, path.c_str(), path.size() + 1);
+  Fd fd(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (!fd.valid()) return make_error(ErrorCode::kIo, "socket: " + errno_text(errno));
+  if (connect(fd.get(), reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0)
+    return make_error(ErrorCode::kIo, "connect " + path + ": " + errno_text(errno));
+  return fd;
+}
+
+Status read_exact(int fd, uint8_t* buf, size_t n) {
+  size_t got = 0;
+  while (got < n) {
+    ssize_t r = ::read(fd, buf + got, n - got);
+    if (r > 0) {
+      got += size_t(r);
+      continue;
+    }
+    if (r == 0) return make_error(ErrorCode::kTruncated, "connection closed after " + std::to_string(got) + " of " + std::to_string(n) + " bytes");
+    if (errno == EINTR) continue;
+    if (errno == EAGAIN || errno == EWOULDBLOCK) return make_error(ErrorCode::kTimeout, "read timed out");
+    return make_error(ErrorCode::kIo, "read: " + errno_text(errno));
+  }
+  return {};
+}
+
+Status write_all(int fd, const uint8_t* buf, size_t n) {
+  while (n) {
+    ssize_t w = ::send(fd, buf, n, MSG_NOSIGNAL);
+    if (w < 0 && errno == ENOTSOCK) w = ::write(fd, buf, n);
+    if (w > 0) {
+      buf += w;
+      n -= size_t(w);
+      continue;
+    }
+    if (w < 0 && errno == EINTR) continue;
+    return make_error(ErrorCode::kIo, "write: " + errno_text(errno));
+  }
+  return {};
+}
+
+Status writev_all(int fd, struct iovec* iov, int iovcnt) {
+  while (iovcnt > 0) {
+    msghdr mh{};
+    mh.msg_iov = iov;
+    mh.msg_iovlen = size_t(iovcnt);
+    ssize_t w = ::sendmsg(fd, &mh, MSG_NOSIGNAL);
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      return make_error(ErrorCode::kIo, "write: " + errno_text(errno));
+    }
+    size_t left = size_t(w);
+    while (iovcnt > 0 && left >= iov->iov_len) {
+      left -= iov->iov_len;
+      iov++;
+      iovcnt--;
+    }
+    if (iovcnt > 0) {
+      iov->iov_base = static_cast<uint8_t*>(iov->iov_base) + left;
+      iov->iov_len -= left;
+    }
+  }
+  return {};
+}
+
+}  // namespace encmig

@@ -1,0 +1,58 @@
+// File descriptors and sockets: RAII, connect/listen helpers, exact I/O.
+#pragma once
+#include <sys/uio.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <utility>
+
+#include "crypto/result.h"
+
+namespace encmig {
+
+class Fd {
+ public:
+  Fd() = default;
+  explicit Fd(int fd) : fd_(fd) {}
+  Fd(Fd&& o) noexcept : fd_(std::exchange(o.fd_, -1)) {}
+  Fd& operator=(Fd&& o) noexcept;
+  Fd(const Fd&) = delete;
+  Fd& operator=(const Fd&) = delete;
+  ~Fd();
+  int get() const { return fd_; }
+  bool valid() const { return fd_ >= 0; }
+  void reset();
+
+ private:
+  int fd_ = -1;
+};
+
+struct HostPort {
+  std::string host;
+  uint16_t port = 0;
+  static Result<HostPort> parse(const std::string& s);  // "host:port" or "[v6]:port"
+  std::string str() const;
+};
+
+struct SocketOptions {
+  int buffer_bytes = 0;  // SO_SNDBUF/SO_RCVBUF (forced as root); 0 = kernel autotuning
+  bool nodelay = true;
+};
+
+Result<Fd> tcp_connect(const HostPort& to, const SocketOptions& opts, int timeout_ms);
+Result<Fd> tcp_listen(const HostPort& at, const SocketOptions& opts);
+Result<Fd> unix_listen(const std::string& path, int mode);
+Result<Fd> unix_connect(const std::string& path);
+void apply_socket_options(int fd, const SocketOptions& opts);
+void set_recv_timeout(int fd, int ms);  // 0 = none
+
+// Blocking helpers that retry on EINTR and short transfers.
+// read_exact returns kTruncated on EOF before n bytes.
+Status read_exact(int fd, uint8_t* buf, size_t n);
+Status write_all(int fd, const uint8_t* buf, size_t n);
+Status writev_all(int fd, struct iovec* iov, int iovcnt);
+
+std::string errno_text(int err);
+
+}  // namespace encmig
