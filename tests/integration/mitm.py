@@ -1,0 +1,110 @@
+"""A man in the middle between two encmigd daemons (or two QEMUs, in plain
+mode). It taps every byte (to look for a marker) and can attack record N of
+the first connection's client-to-server direction: flip a bit, replay it,
+drop it, or truncate the stream after it."""
+import socket, struct, threading
+
+PREFIX = 64 + 32  # hello + confirm, before the first record
+
+
+class Mitm:
+    def __init__(self, target_port, attack=None, at_record=20, marker=None):
+        self.target = ("127.0.0.1", target_port)
+        self.attack, self.at, self.marker = attack, at_record, marker
+        self.marker_seen = False
+        self.bytes = 0
+        self.attacked = False
+        self.conn_count = 0
+        self.lock = threading.Lock()
+        self.ls = socket.socket()
+        self.ls.bind(("127.0.0.1", 0))
+        self.ls.listen(64)
+        self.port = self.ls.getsockname()[1]
+        self.socks = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def close(self):
+        try:
+            self.ls.close()
+        except OSError:
+            pass
+        for s in self.socks:
+            try:
+                s.close()
+            except OSError:
+                pass
+
+    def _accept(self):
+        while True:
+            try:
+                c, _ = self.ls.accept()
+            except OSError:
+                return
+            s = socket.create_connection(self.target)
+            self.socks += [c, s]
+            with self.lock:
+                n = self.conn_count
+                self.conn_count += 1
+            attack = self.attack if n == 0 else None
+            threading.Thread(target=self._pipe, args=(c, s, attack), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(s, c, None), daemon=True).start()
+
+    def _scan(self, tail, data):
+        if self.marker is None:
+            return tail
+        window = tail + data
+        if self.marker in window:
+            self.marker_seen = True
+        return window[-(len(self.marker) - 1):]
+
+    def _pipe(self, src, dst, attack):
+        buf = bytearray()
+        tail = b""
+        prefix_left = PREFIX
+        record = 0
+        try:
+            while True:
+                data = src.recv(1 << 20)
+                if not data:
+                    break
+                self.bytes += len(data)
+                tail = self._scan(tail, data)
+                if attack is None:
+                    dst.sendall(data)
+                    continue
+                buf += data
+                out = bytearray()
+                if prefix_left:
+                    n = min(prefix_left, len(buf))
+                    out += buf[:n]
+                    del buf[:n]
+                    prefix_left -= n
+                while not prefix_left and len(buf) >= 16:
+                    (length,) = struct.unpack(">I", buf[4:8])
+                    total = 32 + length
+                    if len(buf) < total:
+                        break
+                    rec = bytes(buf[:total])
+                    del buf[:total]
+                    if record == self.at and not self.attacked:
+                        self.attacked = True
+                        if attack == "flip":
+                            rec = rec[:20] + bytes([rec[20] ^ 0x10]) + rec[21:]
+                        elif attack == "replay":
+                            rec = rec + rec
+                        elif attack == "drop":
+                            rec = b""
+                        elif attack == "truncate":
+                            dst.sendall(out + rec)
+                            raise ConnectionAbortedError
+                    out += rec
+                    record += 1
+                if out:
+                    dst.sendall(out)
+            dst.shutdown(socket.SHUT_WR)
+        except (OSError, ConnectionAbortedError):
+            for s in (src, dst):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass

@@ -1,0 +1,220 @@
+#!/usr/bin/env python3
+"""encmig on real QEMU 7.2 and real encmigd: integrity, confidentiality,
+attacks, daemon deaths and concurrency. Usage: test_migration.py [CASE...]"""
+import os, signal, threading, time
+
+from harness import Env, Qmp, check_migrated, files_equal, last_ops, run, snapshot_outside_workset, status, wait_for
+from mitm import Mitm
+
+MEM = int(os.environ.get("ENCMIG_TEST_MEM_MIB", "256"))
+
+
+def encrypted(channels):
+    def case():
+        env = Env(MEM)
+        try:
+            sd, dd = env.daemon("src-d"), env.daemon("dst-d")
+            src, dst = env.qemu("src"), env.qemu("dst", incoming=True, fill=False)
+            extra = ["--encrypted=required"] + (["--parallel", "--parallel-connections", str(channels)] if channels else [])
+            res = env.migrate(src, dst, sd, dd, extra)
+            assert res["encrypted"] is True, res
+            check_migrated(env, src, dst, res)
+            streams = res["source-encmigd"]["streams"]
+            assert len(streams) == 1 + channels, streams
+            assert sorted(s["name"] for s in streams) == sorted(["main"] + [f"multifd-{i}" for i in range(channels)])
+        finally:
+            env.close()
+    return case
+
+
+def confidentiality(encrypt):
+    def case():
+        env = Env(MEM)
+        try:
+            marker = os.urandom(64)
+            src = env.qemu("src", marker=marker)
+            dst = env.qemu("dst", incoming=True, fill=False)
+            if encrypt:
+                sd, dd = env.daemon("src-d"), env.daemon("dst-d")
+                tap = Mitm(dd["port"], marker=marker)
+                res = env.migrate(src, dst, sd, dd, ["--encrypted=required", "--dst-addr", f"127.0.0.1:{tap.port}"])
+            else:
+                import socket
+                s = socket.socket()
+                s.bind(("127.0.0.1", 0))
+                port = s.getsockname()[1]
+                s.close()
+                tap = Mitm(port, marker=marker)
+                res = env.migrate(src, dst, extra=["--encrypted=disabled", "--plain-listen", f"127.0.0.1:{port}",
+                                                    "--plain-connect", f"127.0.0.1:{tap.port}"])
+            tap.close()
+            check_migrated(env, src, dst, res)
+            assert tap.bytes > MEM * (1 << 20), f"tap saw only {tap.bytes} bytes"
+            if encrypt:
+                assert not tap.marker_seen, "marker visible on the wire in encrypted mode"
+            else:
+                assert tap.marker_seen, "marker not seen in plain mode: the tap is broken"
+        finally:
+            env.close()
+    return case
+
+
+def retry_succeeds(env, src, sd, dd, name):
+    dst2 = env.qemu(name, incoming=True, fill=False)
+    res = env.migrate(src, dst2, sd, dd, ["--encrypted=required"])
+    check_migrated(env, src, dst2, res)
+
+
+def attack(kind):
+    def case():
+        env = Env(MEM)
+        try:
+            sd, dd = env.daemon("src-d"), env.daemon("dst-d")
+            src, dst = env.qemu("src"), env.qemu("dst", incoming=True, fill=False)
+            untouched = snapshot_outside_workset(src["mem"], MEM)
+            mitm = Mitm(dd["port"], attack=kind, at_record=20)
+            res = env.migrate(src, dst, sd, dd, ["--encrypted=required", "--dst-addr", f"127.0.0.1:{mitm.port}"])
+            mitm.close()
+            assert mitm.attacked, "the attack never fired"
+            assert res["result"] != "completed", res
+            assert res["_rc"] == 1
+            assert status(src) == "running", "source VM is not running after the failed migration"
+            ops = last_ops(src["serial"])
+            wait_for(lambda: last_ops(src["serial"]) > ops, 30, "source guest stopped making progress")
+            assert snapshot_outside_workset(src["mem"], MEM) == untouched, "source RAM changed"
+            assert sd["proc"].poll() is None and dd["proc"].poll() is None, "a daemon died"
+            logs = open(sd["log"]).read() + open(dd["log"]).read()
+            mig = res.get("migration-id", "")
+            assert mig and f"migration {mig} failed: stream main" in logs, logs
+            want = {"flip": "authentication failed", "replay": "counter mismatch", "drop": "counter mismatch",
+                    "truncate": "truncated"}[kind]
+            assert want in logs, f"expected '{want}' in daemon logs:\n{logs}"
+            retry_succeeds(env, src, sd, dd, "dst2")
+        finally:
+            env.close()
+    return case
+
+
+def kill_daemon(which):
+    def case():
+        env = Env(MEM)
+        try:
+            sd, dd = env.daemon("src-d"), env.daemon("dst-d")
+            src, dst = env.qemu("src"), env.qemu("dst", incoming=True, fill=False)
+            victim = sd if which == "source" else dd
+            result = {}
+
+            def go():
+                result["res"] = env.migrate(src, dst, sd, dd, ["--encrypted=required", "--bandwidth", "32"])
+            t = threading.Thread(target=go)
+            t.start()
+            # Kill once data is flowing (QEMU's monitor is busy with encmig, so
+            # ask the source daemon, which serves many clients).
+            q = Qmp(sd["ctl"])
+            wait_for(lambda: sum(m["bytes-out"] for m in q.cmd("query-migrations")) > 16 << 20, 60, "migration did not start")
+            q.close()
+            os.kill(victim["proc"].pid, signal.SIGKILL)
+            t.join(120)
+            res = result["res"]
+            assert res["result"] != "completed", res
+            assert status(src) == "running"
+            other = dd if which == "source" else sd
+            assert other["proc"].poll() is None, "the surviving daemon died"
+            # Restart the killed daemon and retry.
+            new = env.daemon(victim["name"] + "2")
+            retry_succeeds(env, src, new if which == "source" else sd, new if which == "destination" else dd, "dst2")
+        finally:
+            env.close()
+    return case
+
+
+def wrong_key():
+    # Two daemons armed with different keys for the same migration id. The
+    # local "QEMU" ends are plain sockets here: the handshake must fail before
+    # the destination touches its QEMU socket.
+    import base64, socket
+    env = Env(64)
+    try:
+        sd, dd = env.daemon("src-d"), env.daemon("dst-d")
+        mid = os.urandom(16).hex()
+        nonce = os.urandom(8).hex()
+        qemu_path = env.path("fake-qemu.sock")
+        fake = socket.socket(socket.AF_UNIX)
+        fake.bind(qemu_path)
+        fake.listen(4)
+        fake.settimeout(0.5)
+        a, b = Qmp(sd["ctl"]), Qmp(dd["ctl"])
+        b.cmd("migration-arm", id=mid, role="destination", key=base64.b64encode(os.urandom(32)).decode(), nonce=nonce,
+              **{"qemu-path": qemu_path})
+        a.cmd("migration-arm", id=mid, role="source", key=base64.b64encode(os.urandom(32)).decode(), nonce=nonce,
+              peer=f"127.0.0.1:{dd['port']}", **{"listen-path": env.path("src.sock")})
+        c = socket.socket(socket.AF_UNIX)
+        c.connect(env.path("src.sock"))
+        c.sendall(b"QEVM" + b"\0" * 1000)
+        c.settimeout(10)
+        assert c.recv(100) == b"", "the source end should be closed"
+        wait_for(lambda: a.cmd("query-migrations", id=mid)[0]["state"] == "failed", 10, "source migration not failed")
+        st = a.cmd("query-migrations", id=mid)[0]
+        assert "key confirmation failed" in st["error"] and "main" in st["error"], st
+        try:
+            fake.accept()
+            raise AssertionError("destination connected to QEMU despite a wrong key")
+        except socket.timeout:
+            pass
+        # The source sees the bad ServerConfirm first and hangs up; the destination
+        # counts the aborted handshake, and its migration is failed too.
+        assert a.cmd("query-stats")["failures"].get("key confirmation failed (wrong key or tampered hello)", 0) >= 1
+        wait_for(lambda: b.cmd("query-migrations", id=mid)[0]["state"] == "failed", 10, "destination migration not failed")
+        # Unknown id and malformed hello: alerts, daemon survives.
+        for hello in (b"EMIG\0\1\1\1" + b"\0" * 4 + os.urandom(16) + b"\0" * 36, b"GET / HTTP/1.0\r\n" + b"\0" * 48):
+            t = socket.create_connection(("127.0.0.1", dd["port"]))
+            t.sendall(hello)
+            t.settimeout(5)
+            reply = t.recv(64)
+            assert reply[:4] == b"EMIA", reply
+            t.close()
+        assert dd["proc"].poll() is None and sd["proc"].poll() is None
+        a.cmd("migration-end", id=mid)
+        b.cmd("migration-end", id=mid)
+    finally:
+        env.close()
+
+
+def concurrent():
+    env = Env(MEM)
+    try:
+        sd, dd = env.daemon("src-d"), env.daemon("dst-d")
+        pairs = [(env.qemu(f"src{i}"), env.qemu(f"dst{i}", incoming=True, fill=False)) for i in range(2)]
+        results = [None, None]
+
+        def go(i):
+            extra = ["--encrypted=required"] + (["--parallel", "--parallel-connections", "2"] if i else [])
+            results[i] = env.migrate(pairs[i][0], pairs[i][1], sd, dd, extra)
+        ts = [threading.Thread(target=go, args=(i,)) for i in range(2)]
+        [t.start() for t in ts]
+        [t.join(300) for t in ts]
+        for i in range(2):
+            check_migrated(env, pairs[i][0], pairs[i][1], results[i])
+        assert results[0]["migration-id"] != results[1]["migration-id"]
+    finally:
+        env.close()
+
+
+CASES = {
+    "single-stream": encrypted(0),
+    "multifd-2": encrypted(2),
+    "multifd-4": encrypted(4),
+    "wire-plain-shows-marker": confidentiality(False),
+    "wire-encrypted-hides-marker": confidentiality(True),
+    "tamper-flip": attack("flip"),
+    "tamper-replay": attack("replay"),
+    "tamper-drop": attack("drop"),
+    "tamper-truncate": attack("truncate"),
+    "wrong-key-and-bad-hellos": wrong_key,
+    "kill-source-daemon": kill_daemon("source"),
+    "kill-destination-daemon": kill_daemon("destination"),
+    "two-at-once": concurrent,
+}
+
+if __name__ == "__main__":
+    run(CASES)
