@@ -152,7 +152,10 @@ def wrong_key():
         c.connect(env.path("src.sock"))
         c.sendall(b"QEVM" + b"\0" * 1000)
         c.settimeout(10)
-        assert c.recv(100) == b"", "the source end should be closed"
+        try:
+            assert c.recv(100) == b"", "the source end should be closed"
+        except ConnectionResetError:
+            pass  # closed with our bytes unread: also a close
         wait_for(lambda: a.cmd("query-migrations", id=mid)[0]["state"] == "failed", 10, "source migration not failed")
         st = a.cmd("query-migrations", id=mid)[0]
         assert "key confirmation failed" in st["error"] and "main" in st["error"], st
