@@ -62,7 +62,10 @@ def one_run(env, kind, multifd, certs):
                 "--src-encmigd", daemons[0]["ctl"], "--dst-encmigd", daemons[1]["ctl"], "--encrypted=required"]
         if multifd:
             argv += ["--parallel", "--parallel-connections", str(multifd)]
-        res = json.loads(subprocess.run(argv, capture_output=True).stdout)
+        cp = subprocess.run(argv, capture_output=True)
+        res = json.loads(cp.stdout or "{}")
+        if res.get("result") != "completed":
+            print("encmig failed:", res.get("error"), cp.stderr.decode()[-500:], file=sys.stderr)
         ok = res.get("result") == "completed"
         q = {"total-time": res.get("total-time-ms"), "downtime": res.get("downtime-ms"), "ram": {"transferred": res.get("bytes", 0)}}
     else:

@@ -50,6 +50,7 @@ class Qmp:
             return msg["return"]
 
     def close(self):
+        self.f.close()  # the file object holds its own reference to the socket
         self.s.close()
 
 
