@@ -177,8 +177,34 @@ def wrong_key():
             assert reply[:4] == b"EMIA", reply
             t.close()
         assert dd["proc"].poll() is None and sd["proc"].poll() is None
+        # The controller saw the failure as a QMP event.
+        a.cmd("query-stats")
+        assert any(e["event"] == "ENCMIG_MIGRATION_STATE" and e["data"]["state"] == "failed" and e["data"]["id"] == mid
+                   for e in a.events), a.events
         a.cmd("migration-end", id=mid)
         b.cmd("migration-end", id=mid)
+
+        # Duplicate stream index: a second hello for main while the first is
+        # in its handshake is refused, and the migration is failed.
+        mid2 = os.urandom(16).hex()
+        b.cmd("migration-arm", id=mid2, role="destination", key=base64.b64encode(os.urandom(32)).decode(),
+              nonce=nonce, **{"qemu-path": qemu_path})
+        hello = b"EMIG\0\1\1\1" + b"\0" * 4 + bytes.fromhex(mid2) + os.urandom(32) + b"\0" * 4
+        t1 = socket.create_connection(("127.0.0.1", dd["port"]))
+        t1.sendall(hello)
+        t1.settimeout(5)
+        assert len(t1.recv(96)) > 0  # server hello + confirm
+        t2 = socket.create_connection(("127.0.0.1", dd["port"]))
+        t2.sendall(hello[:28] + os.urandom(32) + b"\0" * 4)
+        t2.settimeout(5)
+        reply = t2.recv(64)
+        assert reply[:4] == b"EMIA" and b"main" in reply, reply
+        wait_for(lambda: b.cmd("query-migrations", id=mid2)[0]["state"] == "failed", 10, "duplicate did not fail migration")
+        assert "duplicate stream index" in b.cmd("query-migrations", id=mid2)[0]["error"]
+        t1.close()
+        t2.close()
+        b.cmd("migration-end", id=mid2)
+        assert dd["proc"].poll() is None
     finally:
         env.close()
 
