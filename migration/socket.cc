@@ -133,29 +133,36 @@ Result<Fd> tcp_listen(const HostPort& at, const SocketOptions& opts) {
   return make_error(ErrorCode::kIo, "listen " + at.str() + ": " + last);
 }
 
-Result<Fd> unix_listen(const std::string& path, int mode) {
-  sockaddr_un sa{};
-  sa.sun_family = AF_UNIX;
-  if (path.size() >= sizeof sa.sun_path) return make_error(ErrorCode::kInvalidArgument, "socket path too long: " + path);
-  std::memcpy(sa.sun_path, path.c_str(), path.size() + 1);
+namespace {
+// A UNIX stream socket plus the address for `path`.
+Result<Fd> unix_socket(const std::string& path, sockaddr_un* sa) {
+  *sa = sockaddr_un{};
+  sa->sun_family = AF_UNIX;
+  if (path.size() >= sizeof sa->sun_path) return make_error(ErrorCode::kInvalidArgument, "socket path too long: " + path);
+  std::memcpy(sa->sun_path, path.c_str(), path.size() + 1);
   Fd fd(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
   if (!fd.valid()) return make_error(ErrorCode::kIo, "socket: " + errno_text(errno));
+  return fd;
+}
+}  // namespace
+
+Result<Fd> unix_listen(const std::string& path, int mode) {
+  sockaddr_un sa;
+  auto fd = unix_socket(path, &sa);
+  if (!fd) return fd;
   ::unlink(path.c_str());
-  if (bind(fd.get(), reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0)
+  if (bind(fd->get(), reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0)
     return make_error(ErrorCode::kIo, "bind " + path + ": " + errno_text(errno));
   chmod(path.c_str(), mode);
-  if (listen(fd.get(), 64) != 0) return make_error(ErrorCode::kIo, "listen " + path + ": " + errno_text(errno));
+  if (listen(fd->get(), 64) != 0) return make_error(ErrorCode::kIo, "listen " + path + ": " + errno_text(errno));
   return fd;
 }
 
 Result<Fd> unix_connect(const std::string& path) {
-  sockaddr_un sa{};
-  sa.sun_family = AF_UNIX;
-  if (path.size() >= sizeof sa.sun_path) return make_error(ErrorCode::kInvalidArgument, "socket path too long: " + path);
-  std::memcpy(sa.sun_path, path.c_str(), path.size() + 1);
-  Fd fd(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  if (!fd.valid()) return make_error(ErrorCode::kIo, "socket: " + errno_text(errno));
-  if (connect(fd.get(), reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0)
+  sockaddr_un sa;
+  auto fd = unix_socket(path, &sa);
+  if (!fd) return fd;
+  if (connect(fd->get(), reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0)
     return make_error(ErrorCode::kIo, "connect " + path + ": " + errno_text(errno));
   return fd;
 }

@@ -9,12 +9,18 @@ from mitm import Mitm
 MEM = int(os.environ.get("ENCMIG_TEST_MEM_MIB", "256"))
 
 
+def two_hosts(env):
+    """Two daemons, a running random-filled source and an incoming destination."""
+    sd, dd = env.daemon("src-d"), env.daemon("dst-d")
+    src, dst = env.qemu("src"), env.qemu("dst", incoming=True, fill=False)
+    return sd, dd, src, dst
+
+
 def encrypted(channels):
     def case():
         env = Env(MEM)
         try:
-            sd, dd = env.daemon("src-d"), env.daemon("dst-d")
-            src, dst = env.qemu("src"), env.qemu("dst", incoming=True, fill=False)
+            sd, dd, src, dst = two_hosts(env)
             extra = ["--encrypted=required"] + (["--parallel", "--parallel-connections", str(channels)] if channels else [])
             res = env.migrate(src, dst, sd, dd, extra)
             assert res["encrypted"] is True, res
@@ -69,8 +75,7 @@ def attack(kind):
     def case():
         env = Env(MEM)
         try:
-            sd, dd = env.daemon("src-d"), env.daemon("dst-d")
-            src, dst = env.qemu("src"), env.qemu("dst", incoming=True, fill=False)
+            sd, dd, src, dst = two_hosts(env)
             untouched = snapshot_outside_workset(src["mem"], MEM)
             mitm = Mitm(dd["port"], attack=kind, at_record=20)
             res = env.migrate(src, dst, sd, dd, ["--encrypted=required", "--dst-addr", f"127.0.0.1:{mitm.port}"])
@@ -99,8 +104,7 @@ def kill_daemon(which):
     def case():
         env = Env(MEM)
         try:
-            sd, dd = env.daemon("src-d"), env.daemon("dst-d")
-            src, dst = env.qemu("src"), env.qemu("dst", incoming=True, fill=False)
+            sd, dd, src, dst = two_hosts(env)
             victim = sd if which == "source" else dd
             result = {}
 
