@@ -177,7 +177,7 @@ void Daemon::handle_incoming(Fd tcp, std::string from) {
                             : unix_connect(path);
   if (ordered) mig->turn_done(hello.kind);
   if (!local) return fail(local.error()), mig->stream_closed(s);
-  s->local = std::move(local.value());
+  mig->attach_local(s, std::move(local.value()));
   if (auto st = relay_stream(*ch.value(), *s); !st) fail(st.error());
   mig->stream_closed(s);
 }
@@ -196,7 +196,7 @@ void Daemon::accept_local_loop(std::shared_ptr<Migration> mig, int listen_fd, wi
     uint32_t index = mig->next_source_index(kind);
     auto s = mig->add_stream(kind, index);
     if (!s) continue;  // migration over: `local` closes
-    s.value()->local = std::move(local);
+    mig->attach_local(s.value(), std::move(local));
     std::thread(&Daemon::handle_outgoing, this, mig, s.value()).detach();
   }
 }

@@ -149,6 +149,12 @@ void Migration::stream_closed(const std::shared_ptr<Stream>& s) {
   }
 }
 
+void Migration::attach_local(const std::shared_ptr<Stream>& s, Fd local) {
+  std::lock_guard<std::mutex> g(mu_);
+  s->local = std::move(local);
+  if (state_ != MigrationState::kArmed && state_ != MigrationState::kActive) s->shutdown_all();
+}
+
 void Migration::end(bool cancelled) {
   if (cancelled) {
     fail(ErrorCode::kCancelled, "all", "cancelled by the controller");

@@ -85,6 +85,9 @@ class Migration {
   // Every stream handler calls this exactly once, before it closes the peer
   // socket: it shuts both sockets down and forgets their numbers.
   void stream_closed(const std::shared_ptr<Stream>& s);
+  // Gives the stream its local (QEMU-side) socket, under the lock that
+  // teardown takes. If the migration already ended, the socket is shut down.
+  void attach_local(const std::shared_ptr<Stream>& s, Fd local);
   // Normal end requested by the controller (or cancel).
   void end(bool cancelled);
 
