@@ -1,7 +1,5 @@
 #include "migration/channel.h"
 
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -34,22 +32,19 @@ Status EncryptedChannel::send_fin() {
   uint8_t fin[RecordSealer::kFinRecordSize];
   if (auto st = tx_.seal_fin(fin); !st) return st;
   if (auto st = write_all(fd_.get(), fin, sizeof fin); !st) return st;
-  shutdown_write();
+  ::shutdown(fd_.get(), SHUT_WR);
   return {};
-}
-
-void EncryptedChannel::send_error(ErrorCode code, const std::string& text) {
-  if (tx_.finished()) return;
-  uint8_t rec[RecordSealer::kMaxErrorRecordSize];
-  size_t n = 0;
-  if (tx_.seal_error(code, text, rec, &n).ok()) (void)::send(fd_.get(), rec, n, MSG_NOSIGNAL | MSG_DONTWAIT);
 }
 
 Status EncryptedChannel::receive(Batch& b) {
   b.count = 0;
   b.fin = false;
   b.bytes = 0;
-  if (rstart_ > 0) {  // the previous batch is consumed; keep only the partial record
+  // The previous batch is consumed. Move a partial record to the front only
+  // when the space after it cannot take a whole record; usually nothing moves.
+  if (rstart_ == rend_) {
+    rstart_ = rend_ = 0;
+  } else if (rbuf_.size() - rend_ < wire::kMaxRecordPayload + wire::kRecordOverhead) {
     std::memmove(rbuf_.data(), rbuf_.data() + rstart_, rend_ - rstart_);
     rend_ -= rstart_;
     rstart_ = 0;
@@ -91,19 +86,6 @@ Status EncryptedChannel::expect_eof() {
     // A reset after the peer's FIN loses nothing: every byte was authenticated.
     return {};
   }
-}
-
-void EncryptedChannel::shutdown_both() { ::shutdown(fd_.get(), SHUT_RDWR); }
-void EncryptedChannel::shutdown_write() { ::shutdown(fd_.get(), SHUT_WR); }
-
-void EncryptedChannel::set_nodelay(bool on) {
-  int v = on;
-  setsockopt(fd_.get(), IPPROTO_TCP, TCP_NODELAY, &v, sizeof v);
-}
-
-void EncryptedChannel::set_cork(bool on) {
-  int v = on;
-  setsockopt(fd_.get(), IPPROTO_TCP, TCP_CORK, &v, sizeof v);
 }
 
 }  // namespace encmig

@@ -1,6 +1,9 @@
 // EncryptedChannel: wraps one TCP socket after the handshake, in the manner
-// of QEMU's QIOChannel: it forwards shutdown/cork/nodelay, and it can hold
-// buffered plaintext while the socket is not readable (has_buffered()).
+// of QEMU's QIOChannel. It can hold opened plaintext that the socket no
+// longer shows as readable: receive() returns every complete record already
+// buffered before it reads again. Socket options are set once, where the
+// socket is made (apply_socket_options); teardown shuts the socket down
+// through the owning Stream.
 //
 // One thread may send and another receive at the same time.
 #pragma once
@@ -34,8 +37,6 @@ class EncryptedChannel {
   Status send_data(uint8_t* rec, uint32_t n);
   // FIN record, then half-close.
   Status send_fin();
-  // ERROR record, best effort (the stream is being torn down anyway).
-  void send_error(ErrorCode code, const std::string& text);
 
   // ---- receive side ----
   struct Batch {
@@ -49,13 +50,6 @@ class EncryptedChannel {
   Status receive(Batch& batch);
   // After FIN: waits for the peer's close; any further byte is an error.
   Status expect_eof();
-  bool has_buffered() const { return rend_ > rstart_; }
-
-  // ---- forwarded socket controls ----
-  void shutdown_both();
-  void shutdown_write();
-  void set_nodelay(bool on);
-  void set_cork(bool on);
 
   uint64_t records_sent() const { return tx_.records(); }
   uint64_t records_received() const { return rx_.records(); }
@@ -66,6 +60,9 @@ class EncryptedChannel {
   std::string name_;
   RecordSealer tx_;
   RecordOpener rx_;
+  // Received bytes live in rbuf_[rstart_, rend_). The buffer holds two
+  // maximal records, so a partial record is moved to the front only when the
+  // space after it could not take a whole record.
   std::vector<uint8_t> rbuf_;
   size_t rstart_ = 0, rend_ = 0;
 };

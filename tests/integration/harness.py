@@ -189,7 +189,7 @@ def check_migrated(env, src, dst, res):
     wait_for(lambda: last_ops(dst["serial"]) > before, 30, "destination guest did not continue")
 
 
-def snapshot_outside_workset(path, mib):
+def snapshot_outside_workset(path):
     """Bytes of guest RAM the guest never writes (from 32 MiB up)."""
     with open(path, "rb") as f:
         f.seek(WORKSET[1])

@@ -76,7 +76,7 @@ def attack(kind):
         env = Env(MEM)
         try:
             sd, dd, src, dst = two_hosts(env)
-            untouched = snapshot_outside_workset(src["mem"], MEM)
+            untouched = snapshot_outside_workset(src["mem"])
             mitm = Mitm(dd["port"], attack=kind, at_record=20)
             res = env.migrate(src, dst, sd, dd, ["--encrypted=required", "--dst-addr", f"127.0.0.1:{mitm.port}"])
             mitm.close()
@@ -86,7 +86,7 @@ def attack(kind):
             assert status(src) == "running", "source VM is not running after the failed migration"
             ops = last_ops(src["serial"])
             wait_for(lambda: last_ops(src["serial"]) > ops, 30, "source guest stopped making progress")
-            assert snapshot_outside_workset(src["mem"], MEM) == untouched, "source RAM changed"
+            assert snapshot_outside_workset(src["mem"]) == untouched, "source RAM changed"
             assert sd["proc"].poll() is None and dd["proc"].poll() is None, "a daemon died"
             logs = open(sd["log"]).read() + open(dd["log"]).read()
             mig = res.get("migration-id", "")
