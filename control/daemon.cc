@@ -14,7 +14,6 @@
 namespace encmig {
 
 namespace {
-constexpr const char* kSoftware = "encmigd 0.1.0";
 
 std::string peer_name(const sockaddr_storage& ss) {
   char host[128] = "?";
@@ -73,6 +72,8 @@ void Daemon::stop() {
   ::shutdown(data_listen_.get(), SHUT_RDWR);
   qmp_->stop();
 }
+
+void Daemon::log(const std::string& line) { log_line(line); }
 
 void Daemon::count_failure(ErrorCode code) {
   std::lock_guard<std::mutex> g(mu_);
@@ -263,6 +264,13 @@ Result<json> Daemon::arm(json& args) {
       return make_error(ErrorCode::kInvalidArgument, "destination needs 'qemu-path' or 'qemu-nbd-path'");
   }
   std::string idh = id_hex(cfg.id);
+  auto mig = arm_migration(std::move(cfg), std::move(sec));
+  if (!mig) return mig.error();
+  return json{{"id", idh}, {"state", "armed"}};
+}
+
+Result<std::shared_ptr<Migration>> Daemon::arm_migration(MigrationConfig cfg, MigrationSecrets sec) {
+  std::string idh = id_hex(cfg.id);
   auto events = [this](const std::string& ev, const std::string& data) { qmp_->emit(ev, json::parse(data)); };
   auto mig = std::make_shared<Migration>(cfg, std::move(sec), events, [this](ErrorCode c) { count_failure(c); });
   {
@@ -286,12 +294,13 @@ Result<json> Daemon::arm(json& args) {
     }
   }
   armed_total_++;
-  log_line("migration " + idh + " armed as " + role);
-  return json{{"id", idh}, {"state", "armed"}};
+  log_line("migration " + idh + " armed as " + (cfg.role == MigrationRole::kSource ? "source" : "destination"));
+  return mig;
 }
 
-Result<json> Daemon::finish(const json& args, bool cancel) {
-  std::string id = str_arg(args, "id");
+Result<json> Daemon::finish(const json& args, bool cancel) { return end_migration(str_arg(args, "id"), cancel); }
+
+Result<json> Daemon::end_migration(const std::string& id, bool cancel) {
   std::shared_ptr<Migration> mig;
   {
     std::lock_guard<std::mutex> g(mu_);

@@ -18,7 +18,13 @@ struct DaemonOptions {
   int socket_buffer = 192 << 20;  // about 10 Gb/s x 150 ms
   int handshake_timeout_ms = 10000;
   int order_timeout_ms = 30000;
+  // libvirt hand-off (control/libvirt_agent.h): "" disables it.
+  std::string libvirt_uri = "qemu:///system";
+  std::string run_dir = "/run/encmig";  // per-migration socket directories
+  std::string qemu_group;               // group that may use them ("" = libvirt-qemu if it exists)
 };
+
+inline constexpr const char* kSoftware = "encmigd 0.1.0";
 
 class Daemon {
  public:
@@ -27,6 +33,14 @@ class Daemon {
   void run();
   void stop();
   uint16_t data_port() const { return data_port_; }
+  const DaemonOptions& options() const { return opts_; }
+
+  // Arms a migration from parsed parts (QMP command or libvirt hand-off).
+  Result<std::shared_ptr<Migration>> arm_migration(MigrationConfig cfg, MigrationSecrets sec);
+  // Ends (or cancels) an armed migration; returns its final status.
+  Result<json> end_migration(const std::string& id, bool cancel);
+  std::shared_ptr<Migration> find(const std::string& id);
+  void log(const std::string& line);
 
  private:
   Daemon() = default;
@@ -34,7 +48,6 @@ class Daemon {
   Result<json> arm(json& args);
   Result<json> finish(const json& args, bool cancel);
   json stats_json();
-  std::shared_ptr<Migration> find(const std::string& id);
 
   void accept_data_loop();
   void handle_incoming(Fd tcp, std::string from);

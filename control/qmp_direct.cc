@@ -16,22 +16,6 @@ namespace encmig {
 using nlohmann::json;
 using Clock = std::chrono::steady_clock;
 
-Result<EncryptMode> parse_encrypt_mode(const std::string& s) {
-  if (s == "disabled" || s == "off" || s == "no") return EncryptMode::kDisabled;
-  if (s == "opportunistic" || s.empty()) return EncryptMode::kOpportunistic;
-  if (s == "required" || s == "on" || s == "yes") return EncryptMode::kRequired;
-  return make_error(ErrorCode::kInvalidArgument, "--encrypted takes disabled, opportunistic or required, not '" + s + "'");
-}
-
-const char* encrypt_mode_name(EncryptMode m) {
-  switch (m) {
-    case EncryptMode::kDisabled: return "disabled";
-    case EncryptMode::kOpportunistic: return "opportunistic";
-    case EncryptMode::kRequired: return "required";
-  }
-  return "?";
-}
-
 namespace {
 
 json fail_summary(const std::string& msg) { return json{{"result", "failed"}, {"error", msg}}; }

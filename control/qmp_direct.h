@@ -5,13 +5,11 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
+#include "control/policy.h"
 #include "crypto/result.h"
 
 namespace encmig {
 
-enum class EncryptMode { kDisabled, kOpportunistic, kRequired };
-Result<EncryptMode> parse_encrypt_mode(const std::string& s);
-const char* encrypt_mode_name(EncryptMode m);
 
 struct DirectOptions {
   std::string src_qmp, dst_qmp;          // QEMU monitors

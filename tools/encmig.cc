@@ -1,78 +1,121 @@
-// encmig: starts encrypted live migrations.
+// encmig: starts encrypted live migrations (libvirt or QMP-direct), sets the
+// per-VM policy, and picks capable destinations. Only main() and option
+// parsing live here; the work is in control/.
 #include <signal.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <cstdio>
 #include <cstring>
 #include <string>
+#include <vector>
 
+#include "control/libvirt.h"
+#include "control/libvirt_migrate.h"
 #include "control/qmp_client.h"
 #include "control/qmp_direct.h"
 
 using namespace encmig;
 
 static const char kUsage[] =
-    "usage: encmig migrate [options]        migrate a VM (QMP-direct mode, no libvirt)\n"
-    "       encmig probe HOST:PORT          ask an encmigd data port what it supports\n"
+    "usage: encmig migrate [virsh migrate options] [--encrypted[=MODE]] DOMAIN DESTURI\n"
+    "       encmig migrate --src-qmp PATH --dst-qmp PATH [options]   (QMP-direct, no libvirt)\n"
+    "       encmig policy [-c URI] DOMAIN [disabled|opportunistic|required]\n"
+    "       encmig place [-c URI] [--encrypted[=MODE]] [--json] DOMAIN DESTURI...\n"
+    "       encmig probe HOST:PORT\n"
     "\n"
-    "migrate options (QMP-direct):\n"
-    "  --src-qmp PATH          source QEMU's QMP socket\n"
-    "  --dst-qmp PATH          destination QEMU's QMP socket (started with -incoming defer)\n"
-    "  --src-encmigd PATH      source host's encmigd control socket (default /run/encmig/encmigd.sock)\n"
-    "  --dst-encmigd PATH      destination host's encmigd control socket\n"
+    "migrate (libvirt) options, as in virsh migrate:\n"
+    "  -c, --connect URI       source libvirt URI (default: libvirt's default)\n"
+    "  --domain NAME, --desturi URI   or give them as the first two arguments\n"
+    "  --live, --offline, --p2p, --persistent, --undefinesource, --suspend\n"
+    "  --copy-storage-all, --copy-storage-inc, --change-protection, --unsafe\n"
+    "  --auto-converge, --compressed, --abort-on-error, --postcopy\n"
+    "  --parallel              multifd; --parallel-connections N (default 2)\n"
+    "  --dname NAME            rename on the destination\n"
+    "  --timeout S             suspend the guest if the migration runs longer than S seconds\n"
+    "  --bandwidth MIB         cap the migration at MIB MiB/s\n"
+    "  --migrateuri URI        only for unencrypted runs\n"
+    "  --verbose               progress bar (percent, rate, ETA)\n"
+    "encmig options:\n"
+    "  --encrypted[=MODE]      disabled | opportunistic | required; overrides the VM's policy\n"
+    "                          for this run; bare --encrypted means required\n"
+    "  --data-addr HOST[:PORT] destination encmigd's data address (default: DESTURI's host, port 16520)\n"
+    "  --handoff-timeout MS    how long to wait for each host's encmigd (default 3000)\n"
+    "  --json                  print one JSON summary on stdout\n"
+    "\n"
+    "migrate (QMP-direct) options:\n"
+    "  --src-qmp PATH, --dst-qmp PATH   the QEMU monitors (destination started with -incoming defer)\n"
+    "  --src-encmigd PATH, --dst-encmigd PATH   the daemons' control sockets\n"
+    "                          (default /run/encmig/encmigd.sock)\n"
     "  --dst-addr HOST:PORT    destination encmigd data port as seen from the source\n"
-    "                          (default 127.0.0.1:<its data port>)\n"
-    "  --encrypted[=MODE]      disabled | opportunistic (default) | required; bare --encrypted = required\n"
-    "  --parallel              use multifd (QEMU's --parallel)\n"
-    "  --parallel-connections N  multifd channels (default 2 with --parallel)\n"
-    "  --plain-listen HOST:PORT  plain mode: where the destination QEMU listens\n"
-    "  --plain-connect HOST:PORT plain mode: where the source QEMU connects (default --plain-listen)\n"
-    "  --run-dir DIR           directory for per-migration UNIX sockets (default /run/encmig)\n"
-    "  --timeout S             cancel the migration after S seconds\n"
+    "  --plain-listen HOST:PORT, --plain-connect HOST:PORT   where unencrypted runs go\n"
+    "  --run-dir DIR           per-migration UNIX sockets (default /run/encmig)\n"
+    "  --parallel, --parallel-connections N, --bandwidth MIB, --encrypted[=MODE], --json\n"
     "  --downtime-limit MS     QEMU's downtime-limit\n"
-    "  --bandwidth MIB         cap the migration at MIB MiB/s (default: unlimited)\n"
-    "  --json                  print one JSON summary on stdout, no progress line\n"
+    "  --abort-after S         cancel the migration after S seconds\n"
     "  --no-progress           no progress line\n"
     "\n"
-    "On failure encmig prints the reason and exits 1; the source VM keeps running.\n";
+    "On failure encmig names the cause and exits 1; the VM keeps running on the source.\n"
+    "A refused migration (policy required, a host cannot encrypt) exits 3.\n";
 
 static std::atomic<bool> g_interrupted{false};
 
+static void on_signals() {
+  struct sigaction sa {};
+  sa.sa_handler = [](int) { g_interrupted = true; };
+  sigaction(SIGINT, &sa, nullptr);
+  sigaction(SIGTERM, &sa, nullptr);
+  sigaction(SIGHUP, &sa, nullptr);
+}
+
+[[noreturn]] static void usage_error(const std::string& msg) {
+  std::fprintf(stderr, "encmig: %s\n(see encmig --help)\n", msg.c_str());
+  std::exit(2);
+}
+
 static int cmd_probe(int argc, char** argv) {
-  if (argc < 3) {
-    std::fputs(kUsage, stderr);
-    return 2;
-  }
+  if (argc < 3) usage_error("probe needs HOST:PORT");
   auto hp = HostPort::parse(argv[2]);
-  if (!hp) return std::fprintf(stderr, "encmig: %s\n", hp.error().message().c_str()), 2;
+  if (!hp) return std::fprintf(stderr, "encmig: %s\n", hp.error().text().c_str()), 2;
   auto r = probe_daemon(hp.value(), 3000);
-  if (!r) return std::fprintf(stderr, "encmig: probe %s: %s\n", argv[2], r.error().message().c_str()), 1;
+  if (!r) return std::fprintf(stderr, "encmig: probe %s: %s\n", argv[2], r.error().text().c_str()), 1;
   std::printf("%s: %s, protocol %u..%u, ciphers%s, max record %u\n", argv[2], r->software.c_str(), r->version_min,
               r->version_max, (r->ciphers & wire::kCipherAes256Gcm) ? " aes-256-gcm" : " none", r->max_record);
   return 0;
 }
 
 static void print_summary(const json& s) {
-  if (s.value("result", "") != "completed") {
-    std::fprintf(stderr, "encmig: migration failed: %s\n", s.value("error", std::string("unknown error")).c_str());
+  std::string res = s.value("result", "");
+  if (res != "completed") {
+    std::fprintf(stderr, "encmig: migration %s: %s\n", res == "refused" ? "refused" : "failed",
+                 s.value("error", std::string("unknown error")).c_str());
     if (s.contains("source-state"))
-      std::fprintf(stderr, "encmig: source VM is %s\n", s["source-state"].get<std::string>().c_str());
+      std::fprintf(stderr, "encmig: the VM is %s on the source\n", s["source-state"].get<std::string>().c_str());
     return;
   }
   std::printf("Migration completed %s\n", s.value("encrypted", false) ? "ENCRYPTED (AES-256-GCM)" : "UNENCRYPTED");
   std::printf("  why:         %s\n", s.value("reason", std::string()).c_str());
-  std::printf("  total time:  %d ms (setup %d ms)\n", s.value("total-time-ms", 0), s.value("setup-time-ms", 0));
-  std::printf("  downtime:    %d ms\n", s.value("downtime-ms", 0));
+  std::printf("  total time:  %lld ms (setup %lld ms)\n", s.value("total-time-ms", 0LL), s.value("setup-time-ms", 0LL));
+  std::printf("  downtime:    %lld ms\n", s.value("downtime-ms", 0LL));
   std::printf("  transferred: %.1f MiB at %.1f MB/s\n", s.value("bytes", 0.0) / 1048576.0,
               s.value("throughput-mbytes-per-s", 0.0));
-  if (s.contains("source-encmigd")) {
-    const json& d = s["source-encmigd"];
-    std::printf("  streams:     %zu through encmigd\n", d.contains("streams") ? d["streams"].size() : 0);
+  for (const char* k : {"source-encmigd"}) {
+    if (!s.contains(k)) continue;
+    const json& d = s[k].contains("status") ? s[k]["status"] : s[k];
+    if (d.contains("streams")) std::printf("  streams:     %zu through encmigd\n", d["streams"].size());
   }
-  std::printf("  destination: %s\n", s.value("destination-state", std::string()).c_str());
+  if (s.contains("destination-state"))
+    std::printf("  destination: %s\n", s["destination-state"].get<std::string>().c_str());
 }
 
-static int cmd_migrate(int argc, char** argv) {
+static int finish(const json& s, bool as_json) {
+  if (as_json) std::printf("%s\n", s.dump(2).c_str());
+  else print_summary(s);
+  std::string res = s.value("result", "");
+  return res == "completed" ? 0 : res == "refused" ? 3 : 1;
+}
+
+static int cmd_migrate_direct(int argc, char** argv) {
   DirectOptions o;
   o.src_encmigd = o.dst_encmigd = "/run/encmig/encmigd.sock";
   bool parallel = false;
@@ -80,10 +123,7 @@ static int cmd_migrate(int argc, char** argv) {
   for (int i = 2; i < argc; i++) {
     std::string a = argv[i];
     auto next = [&]() -> std::string {
-      if (i + 1 >= argc) {
-        std::fprintf(stderr, "encmig: %s needs a value\n", a.c_str());
-        std::exit(2);
-      }
+      if (i + 1 >= argc) usage_error(a + " needs a value");
       return argv[++i];
     };
     if (a == "--src-qmp") o.src_qmp = next();
@@ -96,7 +136,7 @@ static int cmd_migrate(int argc, char** argv) {
     else if (a == "--plain-connect") o.plain_connect = next();
     else if (a == "--parallel") parallel = true;
     else if (a == "--parallel-connections") channels = std::stoi(next());
-    else if (a == "--timeout") o.timeout_s = std::stoi(next());
+    else if (a == "--abort-after") o.timeout_s = std::stoi(next());
     else if (a == "--downtime-limit") o.downtime_limit_ms = std::stoi(next());
     else if (a == "--bandwidth") o.bandwidth_mib = std::stoi(next());
     else if (a == "--json") o.json = true;
@@ -104,29 +144,153 @@ static int cmd_migrate(int argc, char** argv) {
     else if (a == "--encrypted") o.mode = EncryptMode::kRequired;
     else if (a.rfind("--encrypted=", 0) == 0) {
       auto m = parse_encrypt_mode(a.substr(12));
-      if (!m) return std::fprintf(stderr, "encmig: %s\n", m.error().message().c_str()), 2;
+      if (!m) usage_error(m.error().text());
+      o.mode = m.value();
+    } else usage_error("unknown QMP-direct option " + a);
+  }
+  if (o.src_qmp.empty() || o.dst_qmp.empty()) usage_error("--src-qmp and --dst-qmp are required");
+  o.multifd = parallel ? (channels > 0 ? channels : 2) : 0;
+  on_signals();
+  return finish(migrate_direct(o, g_interrupted), o.json);
+}
+
+static int cmd_migrate(int argc, char** argv) {
+  for (int i = 2; i < argc; i++)
+    if (!std::strcmp(argv[i], "--src-qmp") || !std::strcmp(argv[i], "--dst-qmp")) return cmd_migrate_direct(argc, argv);
+  LibvirtMigrateOptions o;
+  bool as_json = false;
+  std::vector<std::string> pos;
+  static const std::pair<const char*, unsigned long> kFlags[] = {
+      {"--live", VIR_MIGRATE_LIVE},
+      {"--offline", VIR_MIGRATE_OFFLINE},
+      {"--p2p", VIR_MIGRATE_PEER2PEER},
+      {"--persistent", VIR_MIGRATE_PERSIST_DEST},
+      {"--undefinesource", VIR_MIGRATE_UNDEFINE_SOURCE},
+      {"--suspend", VIR_MIGRATE_PAUSED},
+      {"--copy-storage-all", VIR_MIGRATE_NON_SHARED_DISK},
+      {"--copy-storage-inc", VIR_MIGRATE_NON_SHARED_INC},
+      {"--change-protection", VIR_MIGRATE_CHANGE_PROTECTION},
+      {"--unsafe", VIR_MIGRATE_UNSAFE},
+      {"--compressed", VIR_MIGRATE_COMPRESSED},
+      {"--auto-converge", VIR_MIGRATE_AUTO_CONVERGE},
+      {"--abort-on-error", VIR_MIGRATE_ABORT_ON_ERROR},
+      {"--postcopy", VIR_MIGRATE_POSTCOPY},
+      {"--parallel", VIR_MIGRATE_PARALLEL},
+  };
+  for (int i = 2; i < argc; i++) {
+    std::string a = argv[i];
+    auto next = [&]() -> std::string {
+      if (i + 1 >= argc) usage_error(a + " needs a value");
+      return argv[++i];
+    };
+    bool flag = false;
+    for (auto& [name, f] : kFlags)
+      if (a == name) o.flags |= f, flag = true;
+    if (flag) continue;
+    if (a == "-c" || a == "--connect") o.connect_uri = next();
+    else if (a == "--domain") o.domain = next();
+    else if (a == "--desturi") o.desturi = next();
+    else if (a == "--migrateuri") o.migrateuri = next();
+    else if (a == "--dname") o.dname = next();
+    else if (a == "--data-addr") o.data_addr = next();
+    else if (a == "--parallel-connections") o.parallel_connections = std::stoi(next());
+    else if (a == "--timeout") o.timeout_s = std::stoi(next());
+    else if (a == "--timeout-suspend") continue;  // virsh's default meaning of --timeout
+    else if (a == "--bandwidth") o.bandwidth_mib = std::stoul(next());
+    else if (a == "--handoff-timeout") o.handoff_timeout_ms = std::stoi(next());
+    else if (a == "--verbose") o.progress = true;
+    else if (a == "--json") as_json = true;
+    else if (a == "--encrypted") o.mode = EncryptMode::kRequired;
+    else if (a.rfind("--encrypted=", 0) == 0) {
+      auto m = parse_encrypt_mode(a.substr(12));
+      if (!m) usage_error(m.error().text());
       o.mode = m.value();
     } else if (a == "--help" || a == "-h") {
       std::fputs(kUsage, stdout);
       return 0;
+    } else if (a == "--tunnelled" || a == "--direct" || a == "--tls" || a == "--disks-uri" || a == "--listen-address") {
+      usage_error(a + " is not supported: encmig chooses the transport (UNIX sockets through encmigd)");
+    } else if (!a.empty() && a[0] == '-') {
+      usage_error("unknown option " + a);
     } else {
-      std::fprintf(stderr, "encmig: unknown option %s\n%s", a.c_str(), kUsage);
-      return 2;
+      pos.push_back(a);
     }
   }
-  if (o.src_qmp.empty() || o.dst_qmp.empty()) {
-    std::fprintf(stderr, "encmig: --src-qmp and --dst-qmp are required\n");
-    return 2;
+  size_t p = 0;
+  if (o.domain.empty() && p < pos.size()) o.domain = pos[p++];
+  if (o.desturi.empty() && p < pos.size()) o.desturi = pos[p++];
+  if (o.migrateuri.empty() && p < pos.size()) o.migrateuri = pos[p++];
+  if (p < pos.size()) usage_error("unexpected argument " + pos[p]);
+  if (o.domain.empty() || o.desturi.empty()) usage_error("migrate needs DOMAIN and DESTURI");
+  if (as_json) o.progress = false;
+  on_signals();
+  return finish(migrate_libvirt(o, g_interrupted), as_json);
+}
+
+static int cmd_policy(int argc, char** argv) {
+  std::string uri;
+  std::vector<std::string> pos;
+  for (int i = 2; i < argc; i++) {
+    std::string a = argv[i];
+    if ((a == "-c" || a == "--connect") && i + 1 < argc) uri = argv[++i];
+    else if (a == "--help" || a == "-h") return std::fputs(kUsage, stdout), 0;
+    else if (!a.empty() && a[0] == '-') usage_error("unknown option " + a);
+    else pos.push_back(a);
   }
-  o.multifd = parallel ? (channels > 0 ? channels : 2) : 0;
-  struct sigaction sa {};
-  sa.sa_handler = [](int) { g_interrupted = true; };
-  sigaction(SIGINT, &sa, nullptr);
-  sigaction(SIGTERM, &sa, nullptr);
-  json s = migrate_direct(o, g_interrupted);
-  if (o.json) std::printf("%s\n", s.dump(2).c_str());
-  else print_summary(s);
-  return s.value("result", "") == "completed" ? 0 : 1;
+  if (pos.empty() || pos.size() > 2) usage_error("policy needs DOMAIN [MODE]");
+  libvirt_quiet();
+  auto c = libvirt_open(uri);
+  if (!c) return std::fprintf(stderr, "encmig: %s\n", c.error().text().c_str()), 1;
+  auto d = libvirt_domain(c->get(), pos[0]);
+  if (!d) return std::fprintf(stderr, "encmig: %s\n", d.error().text().c_str()), 1;
+  if (pos.size() == 2) {
+    auto m = parse_encrypt_mode(pos[1]);
+    if (!m || pos[1].empty()) usage_error(m ? "empty mode" : m.error().text());
+    if (auto st = set_policy(d->get(), m.value()); !st)
+      return std::fprintf(stderr, "encmig: %s\n", st.error().text().c_str()), 1;
+  }
+  auto p = get_policy(d->get());
+  if (!p) return std::fprintf(stderr, "encmig: %s\n", p.error().text().c_str()), 1;
+  std::printf("%s: encrypted migration %s%s\n", pos[0].c_str(), encrypt_mode_name(p->mode),
+              p->explicit_set ? "" : " (default)");
+  return 0;
+}
+
+static int cmd_place(int argc, char** argv) {
+  PlaceOptions o;
+  bool as_json = false;
+  std::vector<std::string> pos;
+  for (int i = 2; i < argc; i++) {
+    std::string a = argv[i];
+    if ((a == "-c" || a == "--connect") && i + 1 < argc) o.connect_uri = argv[++i];
+    else if (a == "--json") as_json = true;
+    else if (a == "--encrypted") o.mode = EncryptMode::kRequired;
+    else if (a.rfind("--encrypted=", 0) == 0) {
+      auto m = parse_encrypt_mode(a.substr(12));
+      if (!m) usage_error(m.error().text());
+      o.mode = m.value();
+    } else if (a == "--help" || a == "-h") return std::fputs(kUsage, stdout), 0;
+    else if (!a.empty() && a[0] == '-') usage_error("unknown option " + a);
+    else pos.push_back(a);
+  }
+  if (pos.size() < 2) usage_error("place needs DOMAIN and at least one DESTURI");
+  o.domain = pos[0];
+  o.candidates.assign(pos.begin() + 1, pos.end());
+  json r = place_domain(o);
+  if (as_json) {
+    std::printf("%s\n", r.dump(2).c_str());
+  } else if (r.contains("error")) {
+    std::fprintf(stderr, "encmig: %s\n", r["error"].get<std::string>().c_str());
+  } else {
+    std::printf("placing %s (policy %s):\n", o.domain.c_str(), r.value("mode", "").c_str());
+    for (auto& c : r["candidates"])
+      std::printf("  %-4s %-40s %s\n", c["capable"].get<bool>() ? "ok" : "no", c["uri"].get<std::string>().c_str(),
+                  c.value("reason", std::string()).c_str());
+    if (r.contains("chosen")) std::printf("chosen: %s\n", r["chosen"].get<std::string>().c_str());
+    else std::printf("no capable destination\n");
+  }
+  if (r.contains("error")) return 1;
+  return r.contains("chosen") ? 0 : 3;
 }
 
 int main(int argc, char** argv) {
@@ -137,7 +301,8 @@ int main(int argc, char** argv) {
   }
   std::string cmd = argv[1];
   if (cmd == "migrate") return cmd_migrate(argc, argv);
+  if (cmd == "policy") return cmd_policy(argc, argv);
+  if (cmd == "place") return cmd_place(argc, argv);
   if (cmd == "probe") return cmd_probe(argc, argv);
-  std::fprintf(stderr, "encmig: unknown command '%s'\n%s", argv[1], kUsage);
-  return 2;
+  usage_error("unknown command '" + cmd + "'");
 }

@@ -8,7 +8,10 @@
 #include <cstring>
 #include <string>
 
+#include <thread>
+
 #include "control/daemon.h"
+#include "control/libvirt_agent.h"
 
 using namespace encmig;
 
@@ -18,6 +21,10 @@ static const char kUsage[] =
     "  --listen HOST:PORT    data port for peer daemons (default 0.0.0.0:16520; port 0 = any)\n"
     "  --socket-buffer BYTES TCP buffer size; default 201326592 (10 Gb/s x 150 ms)\n"
     "  --handshake-timeout MS  (default 10000)\n"
+    "  --libvirt URI         libvirt connection watched for key hand-offs (default qemu:///system;\n"
+    "                        'none' disables it: QMP-direct use only)\n"
+    "  --run-dir DIR         per-migration UNIX socket directories (default /run/encmig)\n"
+    "  --qemu-group GROUP    group allowed to use those sockets (default libvirt-qemu, if it exists)\n"
     "  --help\n";
 
 static Daemon* g_daemon = nullptr;
@@ -47,6 +54,13 @@ int main(int argc, char** argv) {
       o.data_listen = hp.value();
     } else if (a == "--socket-buffer") {
       o.socket_buffer = std::stoi(next());
+    } else if (a == "--libvirt") {
+      o.libvirt_uri = next();
+      if (o.libvirt_uri == "none") o.libvirt_uri.clear();
+    } else if (a == "--run-dir") {
+      o.run_dir = next();
+    } else if (a == "--qemu-group") {
+      o.qemu_group = next();
     } else if (a == "--handshake-timeout") {
       o.handshake_timeout_ms = std::stoi(next());
     } else {
@@ -71,7 +85,18 @@ int main(int argc, char** argv) {
   sa.sa_handler = [](int) { g_daemon->stop(); };
   sigaction(SIGTERM, &sa, nullptr);
   sigaction(SIGINT, &sa, nullptr);
+  std::unique_ptr<LibvirtAgent> agent;
+  if (!o.libvirt_uri.empty()) {
+    auto a = LibvirtAgent::create(*d.value());
+    if (!a) {
+      std::fprintf(stderr, "encmigd: %s\n", a.error().message().c_str());
+      return 1;
+    }
+    agent = std::move(a.value());
+    std::thread([&agent] { agent->run(); }).detach();
+  }
   d.value()->run();
+  if (agent) agent->stop();
   std::fprintf(stderr, "encmigd: stopped\n");
   return 0;
 }

@@ -75,7 +75,7 @@ class Env:
 
     def daemon(self, name):
         ctl = self.path(name + ".sock")
-        p = self.spawn([ENCMIGD, "--control", ctl, "--listen", "127.0.0.1:0"], self.path(name + ".log"))
+        p = self.spawn([ENCMIGD, "--control", ctl, "--listen", "127.0.0.1:0", "--libvirt", "none"], self.path(name + ".log"))
         q = Qmp(ctl)
         port = q.cmd("query-encmig-capabilities")["data-port"]
         q.close()

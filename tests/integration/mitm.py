@@ -8,22 +8,28 @@ PREFIX = 64 + 32  # hello + confirm, before the first record
 
 
 class Mitm:
-    def __init__(self, target_port, attack=None, at_record=20, marker=None):
-        self.target = ("127.0.0.1", target_port)
+    def __init__(self, target_port, attack=None, at_record=20, marker=None, target_host="127.0.0.1",
+                 listen_host="127.0.0.1", listen_port=0, attack_conn=0):
+        self.target = (target_host, target_port)
         self.attack, self.at, self.marker = attack, at_record, marker
+        self.attack_conn = attack_conn  # which accepted connection to attack (0 = the first)
         self.marker_seen = False
         self.bytes = 0
         self.attacked = False
         self.conn_count = 0
         self.lock = threading.Lock()
         self.ls = socket.socket()
-        self.ls.bind(("127.0.0.1", 0))
+        self.ls.bind((listen_host, listen_port))
         self.ls.listen(64)
         self.port = self.ls.getsockname()[1]
         self.socks = []
         threading.Thread(target=self._accept, daemon=True).start()
 
     def close(self):
+        try:
+            self.ls.shutdown(socket.SHUT_RDWR)  # wakes the accept thread, so it ends
+        except OSError:
+            pass
         try:
             self.ls.close()
         except OSError:
@@ -45,7 +51,7 @@ class Mitm:
             with self.lock:
                 n = self.conn_count
                 self.conn_count += 1
-            attack = self.attack if n == 0 else None
+            attack = self.attack if n == self.attack_conn else None
             threading.Thread(target=self._pipe, args=(c, s, attack), daemon=True).start()
             threading.Thread(target=self._pipe, args=(s, c, None), daemon=True).start()
 

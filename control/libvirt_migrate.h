@@ -1,0 +1,43 @@
+// `encmig migrate` for libvirt-managed VMs: policy, key hand-off, then
+// libvirt's own UNIX-socket migration through the hosts' encmigd daemons.
+#pragma once
+#include <atomic>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "control/policy.h"
+
+namespace encmig {
+
+struct LibvirtMigrateOptions {
+  std::string connect_uri;   // source libvirt (-c/--connect); "" = libvirt's default
+  std::string domain;
+  std::string desturi;
+  std::string migrateuri;    // only for unencrypted runs, as with virsh
+  std::string dname;
+  std::string data_addr;     // destination encmigd's data address; default <desturi host>:16520
+  std::optional<EncryptMode> mode;  // --encrypted[=MODE]: overrides the domain's policy
+  unsigned long flags = 0;   // VIR_MIGRATE_*
+  int parallel_connections = 0;
+  int timeout_s = 0;         // like virsh: suspend the guest after this many seconds
+  unsigned long bandwidth_mib = 0;
+  int handoff_timeout_ms = 3000;
+  bool progress = false;     // progress bar on stderr
+};
+
+// Runs the migration; returns the summary ("result": "completed" | "failed" | "refused").
+nlohmann::json migrate_libvirt(const LibvirtMigrateOptions& o, const std::atomic<bool>& interrupted);
+
+struct PlaceOptions {
+  std::string connect_uri;
+  std::string domain;
+  std::vector<std::string> candidates;  // libvirt URIs
+  std::optional<EncryptMode> mode;
+  int timeout_ms = 3000;
+};
+// Picks a destination for the domain; explains every candidate.
+nlohmann::json place_domain(const PlaceOptions& o);
+
+}  // namespace encmig
