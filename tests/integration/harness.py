@@ -157,12 +157,19 @@ def wait_for(pred, timeout, what):
     raise AssertionError(what)
 
 
+def ops_lines(text):
+    """The guest's "ops N" counters from complete serial lines (the last line
+    may still be half written)."""
+    lines = text.split("\n")[:-1]
+    return [int(l[4:]) for l in lines if l.startswith("ops ") and l[4:].isdigit()]
+
+
 def last_ops(serial):
     try:
-        lines = [l for l in open(serial, errors="replace").read().splitlines() if l.startswith("ops ")]
+        ops = ops_lines(open(serial, errors="replace").read())
     except FileNotFoundError:
         return 0
-    return int(lines[-1][4:]) if lines else 0
+    return ops[-1] if ops else 0
 
 
 def status(vm):

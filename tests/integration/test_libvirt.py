@@ -4,7 +4,7 @@ hosts.py), keys handed over as ephemeral libvirt secrets, libvirt's own
 UNIX-socket migration through encmigd. Usage: test_libvirt.py [CASE...]"""
 import json, os, signal, subprocess, threading, time
 
-from harness import Qmp, run, wait_for
+from harness import Qmp, ops_lines, run, wait_for
 from hosts import ENCMIG, GUEST, TwoHosts
 from mitm import Mitm
 
@@ -35,7 +35,7 @@ def serial_ops(host, dom):
         text = open(f"/proc/{host.holder.pid}/root/var/log/libvirt/qemu/{dom}-serial.log", errors="replace").read()
     except FileNotFoundError:
         return [], ""
-    return [int(l[4:]) for l in text.splitlines() if l.startswith("ops ")], text
+    return ops_lines(text), text
 
 
 def start_guest(host, name, marker="", disk=None, persistent=False):
