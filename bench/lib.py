@@ -212,20 +212,25 @@ class Bench(Env):
         mem = os.path.join(self.memdir, name + ".mem")
         if not incoming:
             shutil.copyfile(self.template, mem)
-        qmp, serial = self.path(name + ".qmp"), self.path(name + ".serial")
-        for p in (qmp, serial):
+        qmp, serial, obs = self.path(name + ".qmp"), self.path(name + ".serial"), self.path(name + ".obs.qmp")
+        for p in (qmp, serial, obs):
             if os.path.exists(p):
                 os.unlink(p)
         argv = topo.prefix(side) + [
             "qemu-system-x86_64", "-machine", "pc,accel=tcg,memory-backend=mem", "-m", f"{self.mem_mib}M",
             "-object", f"memory-backend-file,id=mem,size={self.mem_mib}M,mem-path={mem},share=on,align=2M",
             "-nodefaults", "-display", "none", "-kernel", GUEST,
-            "-qmp", f"unix:{qmp},server=on,wait=off", "-serial", f"file:{serial}"]
+            "-qmp", f"unix:{qmp},server=on,wait=off", "-qmp", f"unix:{obs},server=on,wait=off",
+            "-serial", f"file:{serial}"]
         if incoming:
             argv += ["-incoming", "defer", "-S"]
         p = self.spawn(argv, self.path(name + ".qemu.log"))
         vm = {"name": name, "proc": p, "qmp": qmp, "mem": mem, "serial": serial}
         Qmp(qmp).close()
+        # A second monitor that only watches: MIGRATION and STOP events carry
+        # host timestamps, for end-to-end times the same for every contender.
+        vm["obs"] = Qmp(obs)
+        vm["obs"].cmd("migrate-set-capabilities", capabilities=[{"capability": "events", "state": True}])
         return vm
 
     def bench_daemon(self, topo, side, name):
@@ -268,6 +273,36 @@ def _tls_setup(sq, dq, c, tls):
         q.cmd("migrate-set-parameters", **{"tls-creds": "tls0"})
     if kind == "tls-x509":
         sq.cmd("migrate-set-parameters", **{"tls-hostname": "encmig-bench"})
+
+
+def _event_time(q, status):
+    for e in q.events:
+        if e["event"] == "MIGRATION" and e["data"]["status"] == status:
+            return e["timestamp"]["seconds"] + e["timestamp"]["microseconds"] / 1e6
+    return None
+
+
+def end_to_end(sobs, dobs, m):
+    """Times measured the same way for every contender, from QEMU's own event
+    timestamps: from the source's 'setup' to the destination's 'completed'
+    (the migration is over only when the destination has loaded everything),
+    and downtime as the source's own figure plus the time the destination
+    still needed after the source finished (data buffered on the way)."""
+    deadline = time.time() + 120
+    while True:
+        sobs.cmd("query-status")
+        dobs.cmd("query-status")
+        t_setup, t_src_done = _event_time(sobs, "setup"), _event_time(sobs, "completed")
+        t_dst_done = _event_time(dobs, "completed")
+        if t_setup and t_src_done and t_dst_done:
+            break
+        if time.time() > deadline:
+            return None
+        time.sleep(0.02)
+    drain = max(0.0, t_dst_done - t_src_done) * 1000
+    return {"qemu_total_ms": m["total_ms"], "qemu_downtime_ms": m["downtime_ms"],
+            "total_ms": round((t_dst_done - t_setup) * 1000), "downtime_ms": round((m["downtime_ms"] or 0) + drain),
+            "drain_ms": round(drain)}
 
 
 def migrate_once(env, topo, c, guest="paused", watch=False, settle_s=0.0, after_s=0.0):
@@ -335,6 +370,12 @@ def migrate_once(env, topo, c, guest="paused", watch=False, settle_s=0.0, after_
              "bytes": q.get("ram", {}).get("transferred", 0)}
     t_end = time.time()
     after = {k: cpu_seconds(p) for k, p in pids.items()}
+    if ok:
+        e2e = end_to_end(src["obs"], dst["obs"], m)
+        if e2e is None:
+            ok, err = False, "no MIGRATION events from QEMU"
+        else:
+            m.update(e2e)
     identical = ok and files_equal(src["mem"], dst["mem"])
     t_resume = None
     if watch and ok:
@@ -345,6 +386,8 @@ def migrate_once(env, topo, c, guest="paused", watch=False, settle_s=0.0, after_
         time.sleep(after_s)
     for w in watches:
         w.close()
+    for vm in (src, dst):
+        vm["obs"].close()
     for p in [src["proc"], dst["proc"]] + [d["proc"] for d in daemons]:
         env.stop(p)
     for f in (src["mem"], dst["mem"]):
@@ -356,6 +399,7 @@ def migrate_once(env, topo, c, guest="paused", watch=False, settle_s=0.0, after_
            "topology": topo.name, "guest": guest, "mem_mib": env.mem_mib, "ok": bool(ok and identical),
            "identical": identical, "error": err if not ok else (None if identical else "RAM differs"),
            "total_ms": m["total_ms"], "downtime_ms": m["downtime_ms"], "setup_ms": m["setup_ms"],
+           "qemu_total_ms": m.get("qemu_total_ms"), "qemu_downtime_ms": m.get("qemu_downtime_ms"),
            "bytes": m["bytes"], "mb_per_s": (m["bytes"] / (m["total_ms"] / 1000) / 1e6) if ok and m["total_ms"] else 0,
            "cpu_s": cpu, "cpu_s_per_gib": {k: round(v / gib, 3) for k, v in cpu.items()} if gib else {}}
     if watch:

@@ -16,6 +16,7 @@ struct DaemonOptions {
   std::string control_path = "/run/encmig/encmigd.sock";
   HostPort data_listen{"0.0.0.0", 16520};
   int socket_buffer = 192 << 20;  // about 10 Gb/s x 150 ms
+  int notsent_lowat = 1 << 20;    // unsent bytes the kernel may queue per stream
   int handshake_timeout_ms = 10000;
   int order_timeout_ms = 30000;
   // libvirt hand-off (control/libvirt_agent.h): "" disables it.

@@ -54,6 +54,7 @@ std::string HostPort::str() const {
 void apply_socket_options(int fd, const SocketOptions& opts) {
   int one = 1;
   if (opts.nodelay) setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  if (opts.notsent_lowat > 0) setsockopt(fd, IPPROTO_TCP, TCP_NOTSENT_LOWAT, &opts.notsent_lowat, sizeof opts.notsent_lowat);
   if (opts.buffer_bytes > 0) {
     int b = opts.buffer_bytes;
     // The FORCE variants (root) bypass net.core.[rw]mem_max.

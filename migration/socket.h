@@ -38,6 +38,11 @@ struct HostPort {
 struct SocketOptions {
   int buffer_bytes = 0;  // SO_SNDBUF/SO_RCVBUF (forced as root); 0 = kernel autotuning
   bool nodelay = true;
+  // TCP_NOTSENT_LOWAT: how much not-yet-sent data the kernel may hold. The
+  // buffer stays large for in-flight data (long fat links), but what QEMU has
+  // "written" is never far ahead of the wire, so its switchover decision and
+  // the downtime are not inflated by data waiting in our queues. 0 = unset.
+  int notsent_lowat = 0;
 };
 
 Result<Fd> tcp_connect(const HostPort& to, const SocketOptions& opts, int timeout_ms);

@@ -20,6 +20,7 @@ static const char kUsage[] =
     "  --control PATH        QMP control socket (default /run/encmig/encmigd.sock)\n"
     "  --listen HOST:PORT    data port for peer daemons (default 0.0.0.0:16520; port 0 = any)\n"
     "  --socket-buffer BYTES TCP buffer size; default 201326592 (10 Gb/s x 150 ms)\n"
+    "  --notsent-lowat BYTES unsent data the kernel may queue per stream (default 1048576)\n"
     "  --handshake-timeout MS  (default 10000)\n"
     "  --libvirt URI         libvirt connection watched for key hand-offs (default qemu:///system;\n"
     "                        'none' disables it: QMP-direct use only)\n"
@@ -61,6 +62,8 @@ int main(int argc, char** argv) {
       o.run_dir = next();
     } else if (a == "--qemu-group") {
       o.qemu_group = next();
+    } else if (a == "--notsent-lowat") {
+      o.notsent_lowat = std::stoi(next());
     } else if (a == "--handshake-timeout") {
       o.handshake_timeout_ms = std::stoi(next());
     } else {
