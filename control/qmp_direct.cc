@@ -184,6 +184,11 @@ json migrate_direct(const DirectOptions& o, const std::atomic<bool>& interrupted
 
   json q = wait_for_migration(src.value(), o, interrupted);
   std::string status = q.value("status", "failed");
+  // QEMU 7.2 reports "completed" a moment before it has filled in the times.
+  for (int i = 0; i < 100 && status == "completed" && q.value("total-time", 0) == 0; i++) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    if (auto r = src->execute("query-migrate"); r) q = r.value();
+  }
   std::string dst_state = status == "completed" ? wait_destination(dst.value(), 60) : "n/a";
   if (encrypt) {
     auto es = sd->execute("migration-end", {{"id", id}});

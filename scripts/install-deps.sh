@@ -5,7 +5,7 @@ pkgs=(
   build-essential g++ clang libclang-rt-14-dev pkg-config meson ninja-build
   libgnutls28-dev gnutls-bin libgtest-dev nlohmann-json3-dev
   qemu-system-x86 qemu-utils binutils python3 iproute2 procps util-linux
-  libvirt-dev libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients
+  libvirt-dev libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients gnuplot-nox
 )
 missing=()
 for p in "${pkgs[@]}"; do
