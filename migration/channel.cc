@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 
 namespace encmig {
@@ -24,16 +25,28 @@ Result<std::unique_ptr<EncryptedChannel>> EncryptedChannel::create(Fd sock, Sess
 }
 
 Status EncryptedChannel::send_data(uint8_t* rec, uint32_t n) {
+  std::lock_guard<std::timed_mutex> g(tx_mu_);
   if (auto st = tx_.seal_data(rec + kHeadroom, n, rec, rec + kHeadroom + n); !st) return st;
   return write_all(fd_.get(), rec, kHeadroom + n + kTailroom);
 }
 
 Status EncryptedChannel::send_fin() {
+  std::lock_guard<std::timed_mutex> g(tx_mu_);
   uint8_t fin[RecordSealer::kFinRecordSize];
   if (auto st = tx_.seal_fin(fin); !st) return st;
   if (auto st = write_all(fd_.get(), fin, sizeof fin); !st) return st;
   ::shutdown(fd_.get(), SHUT_WR);
   return {};
+}
+
+void EncryptedChannel::send_error(ErrorCode code, const std::string& text) {
+  std::unique_lock<std::timed_mutex> l(tx_mu_, std::chrono::milliseconds(200));
+  if (!l.owns_lock() || tx_.finished()) return;
+  uint8_t rec[wire::kRecordOverhead + wire::kMaxErrorPayload];
+  size_t n = 0;
+  if (!tx_.seal_error(code, text, rec, &n).ok()) return;
+  (void)::send(fd_.get(), rec, n, MSG_DONTWAIT | MSG_NOSIGNAL);
+  ::shutdown(fd_.get(), SHUT_WR);
 }
 
 Status EncryptedChannel::receive(Batch& b) {

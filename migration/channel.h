@@ -10,6 +10,7 @@
 #include <sys/uio.h>
 
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -37,6 +38,11 @@ class EncryptedChannel {
   Status send_data(uint8_t* rec, uint32_t n);
   // FIN record, then half-close.
   Status send_fin();
+  // Best effort, from any thread: an ERROR record naming why this side is
+  // aborting, then half-close (docs/protocol.md, section 10). Gives up rather
+  // than block: if the sending thread is stuck in a write for 200 ms or the
+  // socket buffer is full, the peer learns of the failure as a truncation.
+  void send_error(ErrorCode code, const std::string& text);
 
   // ---- receive side ----
   struct Batch {
@@ -58,6 +64,7 @@ class EncryptedChannel {
   EncryptedChannel() = default;
   Fd fd_;
   std::string name_;
+  std::timed_mutex tx_mu_;  // the sealer and the socket's write side
   RecordSealer tx_;
   RecordOpener rx_;
   // Received bytes live in rbuf_[rstart_, rend_). The buffer holds two

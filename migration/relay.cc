@@ -90,13 +90,29 @@ Status relay_stream(EncryptedChannel& peer, Stream& stream, int window_max) {
     first.compare_exchange_strong(none, who);
     stream.shutdown_all();
   };
+  // A record from the peer broke the protocol: tell the peer why before the
+  // stream goes down, so its log names the cause, not a truncation.
+  auto tell_peer = [&](const Error& e) {
+    switch (e.code) {
+      case ErrorCode::kRecordTooLarge: case ErrorCode::kBadRecordType: case ErrorCode::kCounterMismatch:
+      case ErrorCode::kAuthFailed: case ErrorCode::kDataAfterFin: case ErrorCode::kBadFin:
+      case ErrorCode::kRecordLimit:
+        peer.send_error(e.code, peer.name() + ": " + e.detail);
+        break;
+      default:
+        break;
+    }
+  };
   Status out;
   std::thread t([&] {
     out = pump_local_to_peer(local, peer, stream);
     if (!out.ok()) failed(2);
   });
   Status in = pump_peer_to_local(peer, local, stream, window_max);
-  if (!in.ok()) failed(1);
+  if (!in.ok()) {
+    tell_peer(in.error());
+    failed(1);
+  }
   t.join();
   if (first == 1) return Error{in.error().code, peer.name() + "-in: " + in.error().message()};
   if (first == 2) return Error{out.error().code, peer.name() + "-out: " + out.error().message()};

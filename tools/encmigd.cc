@@ -22,6 +22,7 @@ static const char kUsage[] =
     "  --socket-buffer BYTES TCP buffer size; default 201326592 (10 Gb/s x 150 ms)\n"
     "  --notsent-lowat BYTES unsent data the kernel may queue per stream (default 1048576)\n"
     "  --handshake-timeout MS  (default 10000)\n"
+    "  --order-timeout MS    how long the destination waits for a lower stream (default 30000)\n"
     "  --libvirt URI         libvirt connection watched for key hand-offs (default qemu:///system;\n"
     "                        'none' disables it: QMP-direct use only)\n"
     "  --run-dir DIR         per-migration UNIX socket directories (default /run/encmig)\n"
@@ -64,6 +65,8 @@ int main(int argc, char** argv) {
       o.qemu_group = next();
     } else if (a == "--notsent-lowat") {
       o.notsent_lowat = std::stoi(next());
+    } else if (a == "--order-timeout") {
+      o.order_timeout_ms = std::stoi(next());
     } else if (a == "--handshake-timeout") {
       o.handshake_timeout_ms = std::stoi(next());
     } else {

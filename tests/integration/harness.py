@@ -73,9 +73,10 @@ class Env:
         self.procs.append(p)
         return p
 
-    def daemon(self, name):
+    def daemon(self, name, extra=()):
         ctl = self.path(name + ".sock")
-        p = self.spawn([ENCMIGD, "--control", ctl, "--listen", "127.0.0.1:0", "--libvirt", "none"], self.path(name + ".log"))
+        p = self.spawn([ENCMIGD, "--control", ctl, "--listen", "127.0.0.1:0", "--libvirt", "none"] + list(extra),
+                       self.path(name + ".log"))
         q = Qmp(ctl)
         port = q.cmd("query-encmig-capabilities")["data-port"]
         q.close()

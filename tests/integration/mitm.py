@@ -9,10 +9,11 @@ PREFIX = 64 + 32  # hello + confirm, before the first record
 
 class Mitm:
     def __init__(self, target_port, attack=None, at_record=20, marker=None, target_host="127.0.0.1",
-                 listen_host="127.0.0.1", listen_port=0, attack_conn=0):
+                 listen_host="127.0.0.1", listen_port=0, attack_conn=0, hold_main_s=0):
         self.target = (target_host, target_port)
         self.attack, self.at, self.marker = attack, at_record, marker
         self.attack_conn = attack_conn  # which accepted connection to attack (0 = the first)
+        self.hold_main_s = hold_main_s  # delay the main stream (kind 1, index 0) this long
         self.marker_seen = False
         self.bytes = 0
         self.attacked = False
@@ -46,6 +47,9 @@ class Mitm:
                 c, _ = self.ls.accept()
             except OSError:
                 return
+            if self.hold_main_s:
+                threading.Thread(target=self._held, args=(c,), daemon=True).start()
+                continue
             s = socket.create_connection(self.target)
             self.socks += [c, s]
             with self.lock:
@@ -54,6 +58,29 @@ class Mitm:
             attack = self.attack if n == self.attack_conn else None
             threading.Thread(target=self._pipe, args=(c, s, attack), daemon=True).start()
             threading.Thread(target=self._pipe, args=(s, c, None), daemon=True).start()
+
+    def _held(self, c):
+        """Reads the hello; holds the main stream back, so the destination
+        sees its multifd channels first."""
+        hello = b""
+        while len(hello) < 64:
+            d = c.recv(64 - len(hello))
+            if not d:
+                return
+            hello += d
+        kind, index = hello[6], struct.unpack(">I", hello[8:12])[0]
+        if kind == 1 and index == 0:
+            import time
+            time.sleep(self.hold_main_s)
+        try:
+            s = socket.create_connection(self.target)
+        except OSError:
+            c.close()
+            return
+        self.socks += [c, s]
+        s.sendall(hello)
+        threading.Thread(target=self._pipe, args=(c, s, None), daemon=True).start()
+        threading.Thread(target=self._pipe, args=(s, c, None), daemon=True).start()
 
     def _scan(self, tail, data):
         if self.marker is None:

@@ -94,6 +94,8 @@ def attack(kind):
             want = {"flip": "authentication failed", "replay": "counter mismatch", "drop": "counter mismatch",
                     "truncate": "truncated"}[kind]
             assert want in logs, f"expected '{want}' in daemon logs:\n{logs}"
+            if kind != "truncate":  # the destination told the source why, in an ERROR record
+                assert "peer reported an error" in open(sd["log"]).read(), open(sd["log"]).read()
             retry_succeeds(env, src, sd, dd, "dst2")
         finally:
             env.close()
@@ -130,6 +132,28 @@ def kill_daemon(which):
         finally:
             env.close()
     return case
+
+
+def order_timeout():
+    """The destination hands streams to QEMU in the source's order; a multifd
+    channel whose main stream never comes fails the migration after
+    --order-timeout, naming the stream, and the source keeps running."""
+    env = Env(MEM)
+    try:
+        sd, dd = env.daemon("src-d"), env.daemon("dst-d", ["--order-timeout", "700"])
+        src, dst = env.qemu("src"), env.qemu("dst", incoming=True, fill=False)
+        mitm = Mitm(dd["port"], hold_main_s=4)
+        res = env.migrate(src, dst, sd, dd, ["--encrypted=required", "--dst-addr", f"127.0.0.1:{mitm.port}",
+                                             "--parallel", "--parallel-connections", "2"])
+        mitm.close()
+        assert res["result"] != "completed" and res["_rc"] == 1, res
+        log = open(dd["log"]).read()
+        assert "not ready" in log and "multifd-" in log and "waited" in log, log
+        assert status(src) == "running"
+        assert sd["proc"].poll() is None and dd["proc"].poll() is None, "a daemon died"
+        retry_succeeds(env, src, sd, dd, "dst2")
+    finally:
+        env.close()
 
 
 def wrong_key():
@@ -244,6 +268,7 @@ CASES = {
     "tamper-drop": attack("drop"),
     "tamper-truncate": attack("truncate"),
     "wrong-key-and-bad-hellos": wrong_key,
+    "order-timeout": order_timeout,
     "kill-source-daemon": kill_daemon("source"),
     "kill-destination-daemon": kill_daemon("destination"),
     "two-at-once": concurrent,
