@@ -405,6 +405,7 @@ def migrate_once(env, topo, c, guest="paused", watch=False, settle_s=0.0, after_
            "identical": identical, "error": err if not ok else (None if identical else "RAM differs"),
            "total_ms": m["total_ms"], "downtime_ms": m["downtime_ms"], "setup_ms": m["setup_ms"],
            "qemu_total_ms": m.get("qemu_total_ms"), "qemu_downtime_ms": m.get("qemu_downtime_ms"),
+           "drain_ms": m.get("drain_ms"),
            "bytes": m["bytes"], "mb_per_s": (m["bytes"] / (m["total_ms"] / 1000) / 1e6) if ok and m["total_ms"] else 0,
            "cpu_s": cpu, "cpu_s_per_gib": {k: round(v / gib, 3) for k, v in cpu.items()} if gib else {}}
     if watch:

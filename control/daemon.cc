@@ -180,7 +180,7 @@ void Daemon::handle_incoming(Fd tcp, std::string from) {
   if (ordered) mig->turn_done(hello.kind);
   if (!local) return fail(local.error()), mig->stream_closed(s);
   mig->attach_local(s, std::move(local.value()));
-  if (auto st = relay_stream(*ch.value(), *s, opts_.socket_buffer); !st) fail(st.error());
+  if (auto st = relay_stream(*ch.value(), *s); !st) fail(st.error());
   mig->stream_closed(s);
 }
 
@@ -217,7 +217,7 @@ void Daemon::handle_outgoing(std::shared_ptr<Migration> mig, std::shared_ptr<Str
   auto ch = client_handshake(std::move(tcp.value()), std::move(secrets.value()), s->kind, s->index, s->name,
                              opts_.handshake_timeout_ms);
   if (!ch) return fail(ch.error());
-  if (auto st = relay_stream(*ch.value(), *s, opts_.socket_buffer); !st) mig->fail(st.error().code, s->name, st.error().message());
+  if (auto st = relay_stream(*ch.value(), *s); !st) mig->fail(st.error().code, s->name, st.error().message());
   mig->stream_closed(s);
 }
 

@@ -1,6 +1,5 @@
 #include "migration/relay.h"
 
-#include "migration/receive_window.h"
 
 #include <sys/socket.h>
 #include <unistd.h>
@@ -53,17 +52,15 @@ Status pump_local_to_peer(int local, EncryptedChannel& peer, Stream& s) {
   }
 }
 
-Status pump_peer_to_local(EncryptedChannel& peer, int local, Stream& s, int window_max) {
+Status pump_peer_to_local(EncryptedChannel& peer, int local, Stream& s) {
   EncryptedChannel::Batch b;
   bool local_gone = false;
-  ReceiveWindow window(s.peer_fd.load(), window_max);
   for (;;) {
     if (auto st = peer.receive(b); !st) return st;
     if (b.count > 0 && !local_gone) {
       // QEMU may close its end first (e.g. the source after completion): keep
       // authenticating the peer's records to its FIN, and drop the data.
       if (!writev_all(local, b.iov, b.count).ok()) local_gone = true;
-      if (window_max > 0) window.delivered(b.bytes);
     }
     s.bytes_in.fetch_add(b.bytes, std::memory_order_relaxed);
     s.records_in.fetch_add(uint64_t(b.count), std::memory_order_relaxed);
@@ -76,7 +73,7 @@ Status pump_peer_to_local(EncryptedChannel& peer, int local, Stream& s, int wind
 
 }  // namespace
 
-Status relay_stream(EncryptedChannel& peer, Stream& stream, int window_max) {
+Status relay_stream(EncryptedChannel& peer, Stream& stream) {
   int local = stream.local.get();
   int one = kLocalSocketBuffer;
   setsockopt(local, SOL_SOCKET, SO_SNDBUF, &one, sizeof one);
@@ -108,7 +105,7 @@ Status relay_stream(EncryptedChannel& peer, Stream& stream, int window_max) {
     out = pump_local_to_peer(local, peer, stream);
     if (!out.ok()) failed(2);
   });
-  Status in = pump_peer_to_local(peer, local, stream, window_max);
+  Status in = pump_peer_to_local(peer, local, stream);
   if (!in.ok()) {
     tell_peer(in.error());
     failed(1);

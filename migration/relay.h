@@ -17,8 +17,7 @@ Result<std::unique_ptr<EncryptedChannel>> client_handshake(Fd tcp, MigrationSecr
 // Relays both directions until both have ended. Local to peer runs on a
 // second thread, peer to local on the caller's. Returns the first error; the
 // caller fails the migration with it.
-// window_max > 0: size the receive window per RTT up to it (migration/receive_window.h).
-Status relay_stream(EncryptedChannel& peer, Stream& stream, int window_max = 0);
+Status relay_stream(EncryptedChannel& peer, Stream& stream);
 
 // Local UNIX socket buffers: large enough that one read drains what QEMU
 // queued, so records grow under load and stay small when little is queued.

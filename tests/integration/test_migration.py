@@ -65,9 +65,9 @@ def confidentiality(encrypt):
     return case
 
 
-def retry_succeeds(env, src, sd, dd, name):
+def retry_succeeds(env, src, sd, dd, name, extra=()):
     dst2 = env.qemu(name, incoming=True, fill=False)
-    res = env.migrate(src, dst2, sd, dd, ["--encrypted=required"])
+    res = env.migrate(src, dst2, sd, dd, ["--encrypted=required"] + list(extra))
     check_migrated(env, src, dst2, res)
 
 
@@ -151,7 +151,8 @@ def order_timeout():
         assert "not ready" in log and "multifd-" in log and "waited" in log, log
         assert status(src) == "running"
         assert sd["proc"].poll() is None and dd["proc"].poll() is None, "a daemon died"
-        retry_succeeds(env, src, sd, dd, "dst2")
+        # The source QEMU keeps its multifd setting, so the retry uses it too.
+        retry_succeeds(env, src, sd, dd, "dst2", ["--parallel", "--parallel-connections", "2"])
     finally:
         env.close()
 
