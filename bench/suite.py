@@ -231,7 +231,7 @@ def plots(rows, p, out):
 set output '{out}/rtt.png'
 set title 'Migration time vs round-trip time, 1 Gb/s link ({p.get("wan_mem")} MiB guest)'
 set xlabel 'RTT (ms)'; set ylabel 'total migration time (s)'
-set logscale x; set grid; set key top left
+set logscale x; set xrange [0.3:200]; set grid; set key top left
 plot {plot}
 """)
     # Guest penalty timeline
@@ -244,8 +244,11 @@ plot {plot}
                 tl = r["timeline"]
                 t0 = tl["start"]
                 f.write(f'"{r["contender"]}"\n')
-                for t, v in tl["src"] + tl["dst"]:
+                for t, v in tl["src"]:
                     f.write(f"{t - t0:.2f} {v * 16}\n")  # a round dirties 16 MiB
+                f.write("\n")  # the guest is stopped in between: break the line
+                for t, v in tl["dst"]:
+                    f.write(f"{t - t0:.2f} {v * 16}\n")
                 f.write("\n\n")
                 arrows.append((tl["end"] - t0, r["contender"]))
         plot = ", ".join(f"'{data}' index {i} using 1:2 with linespoints lw 2 pt 7 ps 0.6 title '{r['contender']}'"
@@ -255,8 +258,8 @@ plot {plot}
         gnuplot(f"""set terminal pngcairo size 900,540 font ',11'
 set output '{out}/penalty.png'
 set title 'Guest throughput before, during and after live migration ({p["penalty_mem"]} MiB guest, loopback)'
-set xlabel 'seconds since the migration started (dashed: migration completed)'
-set ylabel 'guest memory writes (MiB/s)'
+set xlabel 'seconds since the migration started (dashed: completed; the gap includes the RAM check)'
+set ylabel 'memory the guest dirties (MiB/s)'
 set grid; set key bottom right; set yrange [0:*]
 set arrow from 0, graph 0 to 0, graph 1 nohead lc rgb 'black'
 {marks}
@@ -357,10 +360,16 @@ def main():
     ap.add_argument("--quick", action="store_true", help="smoke mode: small guest, few runs")
     ap.add_argument("--out", help="output directory")
     ap.add_argument("--only", nargs="*", help="scenarios: loopback capped wan penalty micro")
+    ap.add_argument("--replot", action="store_true", help="rebuild the report and plots from OUT/results.json")
     a = ap.parse_args()
     p = plan(a.quick)
     out = a.out or (os.path.join(BUILD, "bench-quick") if a.quick else os.path.join(HERE, "results"))
     os.makedirs(out, exist_ok=True)
+    if a.replot:
+        d = json.load(open(os.path.join(out, "results.json")))
+        plots(d["rows"], d["plan"], out)
+        report(d["rows"], d["plan"], d["facts"], d.get("micro", ""), a.quick, out, d.get("elapsed_s", 0))
+        return
     only = set(a.only or ["loopback", "capped", "wan", "penalty", "micro"])
     rows, t0 = [], time.time()
     micro_out = ""
@@ -388,7 +397,8 @@ def main():
         run_set(rows, "penalty", Loopback(), p["penalty_mem"], p["penalty"], 1, guest="dirty", watch=True,
                 settle_s=p["penalty_settle"], after_s=p["penalty_after"])
     facts = env_facts()
-    json.dump({"facts": facts, "plan": {k: v for k, v in p.items()}, "rows": rows},
+    json.dump({"facts": facts, "plan": {k: v for k, v in p.items()}, "rows": rows, "micro": micro_out,
+               "elapsed_s": time.time() - t0},
               open(os.path.join(out, "results.json"), "w"), indent=1, default=str)
     plots(rows, p, out)
     t, fails = report(rows, p, facts, micro_out, a.quick, out, time.time() - t0)
