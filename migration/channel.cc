@@ -1,5 +1,6 @@
 #include "migration/channel.h"
 
+#include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -39,14 +40,27 @@ Status EncryptedChannel::send_fin() {
   return {};
 }
 
-void EncryptedChannel::send_error(ErrorCode code, const std::string& text) {
+bool EncryptedChannel::send_error(ErrorCode code, const std::string& text) {
   std::unique_lock<std::timed_mutex> l(tx_mu_, std::chrono::milliseconds(200));
-  if (!l.owns_lock() || tx_.finished()) return;
+  if (!l.owns_lock() || tx_.finished()) return false;
   uint8_t rec[wire::kRecordOverhead + wire::kMaxErrorPayload];
   size_t n = 0;
-  if (!tx_.seal_error(code, text, rec, &n).ok()) return;
-  (void)::send(fd_.get(), rec, n, MSG_DONTWAIT | MSG_NOSIGNAL);
+  if (!tx_.seal_error(code, text, rec, &n).ok()) return false;
+  bool sent = ::send(fd_.get(), rec, n, MSG_DONTWAIT | MSG_NOSIGNAL) == ssize_t(n);
   ::shutdown(fd_.get(), SHUT_WR);
+  return sent;
+}
+
+void EncryptedChannel::linger(int ms) {
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(ms);
+  static thread_local uint8_t junk[64 * 1024];
+  for (;;) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now()).count();
+    if (left <= 0) return;
+    pollfd p{fd_.get(), POLLIN, 0};
+    if (::poll(&p, 1, int(left)) <= 0) return;
+    if (::recv(fd_.get(), junk, sizeof junk, MSG_DONTWAIT) <= 0) return;  // the peer closed (or failed)
+  }
 }
 
 Status EncryptedChannel::receive(Batch& b) {

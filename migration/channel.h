@@ -42,7 +42,11 @@ class EncryptedChannel {
   // aborting, then half-close (docs/protocol.md, section 10). Gives up rather
   // than block: if the sending thread is stuck in a write for 200 ms or the
   // socket buffer is full, the peer learns of the failure as a truncation.
-  void send_error(ErrorCode code, const std::string& text);
+  // Returns whether the record went out. The caller should then linger() so
+  // closing with unread input does not reset the connection and discard it.
+  bool send_error(ErrorCode code, const std::string& text);
+  // Reads and discards input until the peer closes or `ms` pass.
+  void linger(int ms);
 
   // ---- receive side ----
   struct Batch {

@@ -94,7 +94,7 @@ Status relay_stream(EncryptedChannel& peer, Stream& stream) {
       case ErrorCode::kRecordTooLarge: case ErrorCode::kBadRecordType: case ErrorCode::kCounterMismatch:
       case ErrorCode::kAuthFailed: case ErrorCode::kDataAfterFin: case ErrorCode::kBadFin:
       case ErrorCode::kRecordLimit:
-        peer.send_error(e.code, peer.name() + ": " + e.detail);
+        if (peer.send_error(e.code, peer.name() + ": " + e.detail)) peer.linger(200);
         break;
       default:
         break;
@@ -111,6 +111,10 @@ Status relay_stream(EncryptedChannel& peer, Stream& stream) {
     failed(1);
   }
   t.join();
+  // The peer's own account (an ERROR record) beats our symptom of it, such as
+  // a broken pipe when it closed right after telling us why.
+  if (!in.ok() && in.error().code == ErrorCode::kPeerError)
+    return Error{in.error().code, peer.name() + "-in: " + in.error().message()};
   if (first == 1) return Error{in.error().code, peer.name() + "-in: " + in.error().message()};
   if (first == 2) return Error{out.error().code, peer.name() + "-out: " + out.error().message()};
   return {};
