@@ -75,7 +75,12 @@ json wait_for_migration(QmpClient& src, const DirectOptions& o, const std::atomi
 }
 
 // Waits until the destination has loaded the state (leaves "inmigrate").
-std::string wait_destination(QmpClient& dst, int seconds) {
+// Waits until the destination QEMU has loaded everything. With encryption it
+// also watches both daemons: a failed stream means the destination will never
+// finish, however long we wait. Returns the destination's state, or "failed"
+// with `why` set.
+std::string wait_destination(QmpClient& dst, QmpClient* sd, QmpClient* dd, const std::string& id, int seconds,
+                             std::string* why) {
   auto until = Clock::now() + std::chrono::seconds(seconds);
   std::string s = "unknown";
   while (Clock::now() < until) {
@@ -83,8 +88,17 @@ std::string wait_destination(QmpClient& dst, int seconds) {
     if (!r) return "gone";
     s = r->value("status", "unknown");
     if (s != "inmigrate") return s;
+    for (QmpClient* d : {sd, dd}) {
+      if (!d) continue;
+      auto m = d->execute("query-migrations", {{"id", id}});
+      if (m && m->is_array() && !m->empty() && (*m)[0].value("state", "") == "failed") {
+        *why = (*m)[0].value("error", std::string("stream failed"));
+        return "failed";
+      }
+    }
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
+  *why = "the destination did not finish loading within " + std::to_string(seconds) + " s";
   return s;
 }
 
@@ -189,7 +203,19 @@ json migrate_direct(const DirectOptions& o, const std::atomic<bool>& interrupted
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
     if (auto r = src->execute("query-migrate"); r) q = r.value();
   }
-  std::string dst_state = status == "completed" ? wait_destination(dst.value(), 60) : "n/a";
+  std::string dst_why;
+  std::string dst_state = status == "completed"
+                              ? wait_destination(dst.value(), encrypt ? &sd.value() : nullptr,
+                                                 encrypt ? &dd.value() : nullptr, id, 60, &dst_why)
+                              : "n/a";
+  if (status == "completed" && dst_state != "paused" && dst_state != "running" && dst_state != "postmigrate") {
+    // The source finished writing, but the destination never got it all: the
+    // migration failed. Like libvirt's confirm step, resume the source VM.
+    status = "failed";
+    q["error-desc"] = "the destination did not complete: " + (dst_why.empty() ? "state " + dst_state : dst_why);
+    auto st = src->execute("query-status");
+    if (st && st->value("status", "") == "postmigrate") (void)src->execute("cont");
+  }
   if (encrypt) {
     auto es = sd->execute("migration-end", {{"id", id}});
     auto ed = dd->execute("migration-end", {{"id", id}});
