@@ -345,10 +345,16 @@ Result<json> Daemon::command(const std::string& cmd, json& args) {
   if (cmd == "query-stats") return stats_json();
   if (cmd == "query-migrations") {
     std::string id = str_arg(args, "id");
+    // Copy the list, then ask each migration without holding mu_: a failing
+    // migration holds its own lock while it counts the failure under mu_.
+    std::vector<std::shared_ptr<Migration>> list;
+    {
+      std::lock_guard<std::mutex> g(mu_);
+      for (auto& [k, m] : migrations_)
+        if (id.empty() || id == k) list.push_back(m);
+    }
     json out = json::array();
-    std::lock_guard<std::mutex> g(mu_);
-    for (auto& [k, m] : migrations_)
-      if (id.empty() || id == k) out.push_back(json::parse(m->status_json()));
+    for (auto& m : list) out.push_back(json::parse(m->status_json()));
     return out;
   }
   return make_error(ErrorCode::kNotReady, "command not found: " + cmd);
