@@ -9,7 +9,7 @@ import json, os, shutil, socket, subprocess, sys, threading, time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "tests", "integration"))
-from harness import BUILD, ENCMIG, ENCMIGD, GUEST, MIB, Env, Qmp, files_equal, wait_for  # noqa: E402
+from harness import BUILD, ENCMIG, ENCMIGD, MIB, Env, Qmp, files_equal, qemu_argv, wait_for  # noqa: E402
 
 WANEM = os.path.join(BUILD, "bench", "wanem")
 TICK = os.sysconf("SC_CLK_TCK")
@@ -216,14 +216,7 @@ class Bench(Env):
         for p in (qmp, serial, obs):
             if os.path.exists(p):
                 os.unlink(p)
-        argv = topo.prefix(side) + [
-            "qemu-system-x86_64", "-machine", "pc,accel=tcg,memory-backend=mem", "-m", f"{self.mem_mib}M",
-            "-object", f"memory-backend-file,id=mem,size={self.mem_mib}M,mem-path={mem},share=on,align=2M",
-            "-nodefaults", "-display", "none", "-kernel", GUEST,
-            "-qmp", f"unix:{qmp},server=on,wait=off", "-qmp", f"unix:{obs},server=on,wait=off",
-            "-serial", f"file:{serial}"]
-        if incoming:
-            argv += ["-incoming", "defer", "-S"]
+        argv = topo.prefix(side) + qemu_argv(self.mem_mib, mem, [qmp, obs], serial, incoming)
         p = self.spawn(argv, self.path(name + ".qemu.log"))
         vm = {"name": name, "proc": p, "qmp": qmp, "mem": mem, "serial": serial}
         Qmp(qmp).close()

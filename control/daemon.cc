@@ -43,8 +43,7 @@ std::string str_arg(const json& a, const char* k) {
 Result<std::unique_ptr<Daemon>> Daemon::create(DaemonOptions opts) {
   std::unique_ptr<Daemon> d(new Daemon());
   d->opts_ = std::move(opts);
-  SocketOptions so{d->opts_.socket_buffer, true, d->opts_.notsent_lowat};
-  auto l = tcp_listen(d->opts_.data_listen, so);
+  auto l = tcp_listen(d->opts_.data_listen, d->data_socket_options());
   if (!l) return l.error();
   d->data_listen_ = std::move(l.value());
   sockaddr_storage ss{};
@@ -97,7 +96,7 @@ void Daemon::accept_data_loop() {
       if (errno == EINTR || errno == ECONNABORTED || errno == EMFILE || errno == ENFILE) continue;
       return;  // shut down
     }
-    apply_socket_options(fd, SocketOptions{opts_.socket_buffer, true, opts_.notsent_lowat});
+    apply_socket_options(fd, data_socket_options());
     std::thread(&Daemon::handle_incoming, this, Fd(fd), peer_name(ss)).detach();
   }
 }
@@ -208,8 +207,7 @@ void Daemon::handle_outgoing(std::shared_ptr<Migration> mig, std::shared_ptr<Str
     mig->fail(e.code, s->name, e.message());
     mig->stream_closed(s);
   };
-  SocketOptions so{opts_.socket_buffer, true, opts_.notsent_lowat};
-  auto tcp = tcp_connect(mig->config().peer, so, opts_.handshake_timeout_ms);
+  auto tcp = tcp_connect(mig->config().peer, data_socket_options(), opts_.handshake_timeout_ms);
   if (!tcp) return fail(tcp.error());
   s->peer_fd = tcp->get();
   auto secrets = mig->secrets();

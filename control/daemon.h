@@ -55,6 +55,7 @@ class Daemon {
   void accept_local_loop(std::shared_ptr<Migration> mig, int listen_fd, wire::Kind kind);
   void handle_outgoing(std::shared_ptr<Migration> mig, std::shared_ptr<Stream> stream);
   void count_failure(ErrorCode code);
+  SocketOptions data_socket_options() const { return {opts_.socket_buffer, true, opts_.notsent_lowat}; }
 
   DaemonOptions opts_;
   std::unique_ptr<QmpServer> qmp_;

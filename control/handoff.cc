@@ -29,6 +29,7 @@ std::string nbd_path(const std::string& run_dir, const std::string& id) { return
 #include <thread>
 
 #include "crypto/random.h"
+#include "migration/session.h"
 
 namespace encmig::handoff {
 
@@ -81,14 +82,9 @@ void HostSecret::undefine() {
 
 Result<json> probe_host(virConnectPtr c, const std::string& host, const std::string& peer,
                         std::chrono::milliseconds timeout) {
-  uint8_t r[8];
-  if (auto st = random_nonce_bytes(r, sizeof r); !st) return st.error();
-  std::string hex;
-  for (uint8_t b : r) {
-    static const char* d = "0123456789abcdef";
-    hex += d[b >> 4];
-    hex += d[b & 15];
-  }
+  wire::MigrationId r{};  // a random name, spelled like a migration id
+  if (auto st = random_nonce_bytes(r.data(), r.size()); !st) return st.error();
+  std::string hex = id_hex(r);
   json req{{"encmig", kFormat}, {"probe", true}};
   if (!peer.empty()) req["peer"] = peer;
   auto s = HostSecret::define(c, host, kProbePrefix + hex, req, nullptr);

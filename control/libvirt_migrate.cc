@@ -164,20 +164,22 @@ json migrate_libvirt(const LibvirtMigrateOptions& o, const std::atomic<bool>& in
       dreq["role"] = "destination";
       sreq["role"] = "source";
       sreq["peer"] = peer;
-      auto d = handoff::HostSecret::define(dc->get(), dst_host, usage, dreq, &sec.value());
-      if (!d) return d.error();
-      dst_secret = std::move(d.value());
-      auto da = dst_secret.wait_answer(std::chrono::milliseconds(o.handoff_timeout_ms), interrupted_fn);
-      if (!da) return make_error(da.error().code, da.error().text() + " (destination)");
-      if (da->value("state", "") != "ready")
-        return make_error(ErrorCode::kNotReady, "encmigd on " + dst_host + ": " + da->value("detail", std::string("not ready")));
-      auto s = handoff::HostSecret::define(sc->get(), src_host, usage, sreq, &sec.value());
-      if (!s) return s.error();
-      src_secret = std::move(s.value());
-      auto sa = src_secret.wait_answer(std::chrono::milliseconds(o.handoff_timeout_ms), interrupted_fn);
-      if (!sa) return make_error(sa.error().code, sa.error().text() + " (source)");
-      if (sa->value("state", "") != "ready")
-        return make_error(ErrorCode::kNotReady, "encmigd on " + src_host + ": " + sa->value("detail", std::string("not ready")));
+      // Destination first, so its daemon is ready before the source's probes it.
+      auto hand_off = [&](virConnectPtr c, const std::string& host, const json& req, const char* side,
+                          handoff::HostSecret& slot) -> Result<json> {
+        auto h = handoff::HostSecret::define(c, host, usage, req, &sec.value());
+        if (!h) return h.error();
+        slot = std::move(h.value());
+        auto a = slot.wait_answer(std::chrono::milliseconds(o.handoff_timeout_ms), interrupted_fn);
+        if (!a) return make_error(a.error().code, a.error().text() + " (" + side + ")");
+        if (a->value("state", "") != "ready")
+          return make_error(ErrorCode::kNotReady, "encmigd on " + host + ": " + a->value("detail", std::string("not ready")));
+        return a;
+      };
+      auto da = hand_off(dc->get(), dst_host, dreq, "destination", dst_secret);
+      if (!da) return da.error();
+      auto sa = hand_off(sc->get(), src_host, sreq, "source", src_secret);
+      if (!sa) return sa.error();
       path = sa->value("path", "");
       nbd_path = sa->value("nbd-path", "");
       if (path != da->value("path", "") || nbd_path != da->value("nbd-path", ""))

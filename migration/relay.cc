@@ -75,9 +75,9 @@ Status pump_peer_to_local(EncryptedChannel& peer, int local, Stream& s) {
 
 Status relay_stream(EncryptedChannel& peer, Stream& stream) {
   int local = stream.local.get();
-  int one = kLocalSocketBuffer;
-  setsockopt(local, SOL_SOCKET, SO_SNDBUF, &one, sizeof one);
-  setsockopt(local, SOL_SOCKET, SO_RCVBUF, &one, sizeof one);
+  int size = kLocalSocketBuffer;
+  setsockopt(local, SOL_SOCKET, SO_SNDBUF, &size, sizeof size);
+  setsockopt(local, SOL_SOCKET, SO_RCVBUF, &size, sizeof size);
   stream.state = 1;
   // Whichever direction fails first names the cause; it shuts the stream
   // down so the other direction unblocks.

@@ -76,6 +76,19 @@ static void on_signals() {
   std::exit(2);
 }
 
+// --encrypted (= required) or --encrypted=MODE; false if `a` is neither.
+static bool encrypted_option(const std::string& a, EncryptMode* mode) {
+  if (a == "--encrypted") {
+    *mode = EncryptMode::kRequired;
+    return true;
+  }
+  if (a.rfind("--encrypted=", 0) != 0) return false;
+  auto m = parse_encrypt_mode(a.substr(12));
+  if (!m) usage_error(m.error().text());
+  *mode = m.value();
+  return true;
+}
+
 static int cmd_probe(int argc, char** argv) {
   if (argc < 3) usage_error("probe needs HOST:PORT");
   auto hp = HostPort::parse(argv[2]);
@@ -144,12 +157,8 @@ static int cmd_migrate_direct(int argc, char** argv) {
     else if (a == "--bandwidth") o.bandwidth_mib = std::stoi(next());
     else if (a == "--json") o.json = true;
     else if (a == "--no-progress") o.progress = false;
-    else if (a == "--encrypted") o.mode = EncryptMode::kRequired;
-    else if (a.rfind("--encrypted=", 0) == 0) {
-      auto m = parse_encrypt_mode(a.substr(12));
-      if (!m) usage_error(m.error().text());
-      o.mode = m.value();
-    } else usage_error("unknown QMP-direct option " + a);
+    else if (encrypted_option(a, &o.mode)) continue;
+    else usage_error("unknown QMP-direct option " + a);
   }
   if (o.src_qmp.empty() || o.dst_qmp.empty()) usage_error("--src-qmp and --dst-qmp are required");
   o.multifd = parallel ? (channels > 0 ? channels : 2) : 0;
@@ -203,12 +212,8 @@ static int cmd_migrate(int argc, char** argv) {
     else if (a == "--handoff-timeout") o.handoff_timeout_ms = std::stoi(next());
     else if (a == "--verbose") o.progress = true;
     else if (a == "--json") as_json = true;
-    else if (a == "--encrypted") o.mode = EncryptMode::kRequired;
-    else if (a.rfind("--encrypted=", 0) == 0) {
-      auto m = parse_encrypt_mode(a.substr(12));
-      if (!m) usage_error(m.error().text());
-      o.mode = m.value();
-    } else if (a == "--help" || a == "-h") {
+    else if (EncryptMode m; encrypted_option(a, &m)) o.mode = m;
+    else if (a == "--help" || a == "-h") {
       std::fputs(kUsage, stdout);
       return 0;
     } else if (a == "--tunnelled" || a == "--direct" || a == "--tls" || a == "--disks-uri" || a == "--listen-address") {
@@ -267,12 +272,8 @@ static int cmd_place(int argc, char** argv) {
     std::string a = argv[i];
     if ((a == "-c" || a == "--connect") && i + 1 < argc) o.connect_uri = argv[++i];
     else if (a == "--json") as_json = true;
-    else if (a == "--encrypted") o.mode = EncryptMode::kRequired;
-    else if (a.rfind("--encrypted=", 0) == 0) {
-      auto m = parse_encrypt_mode(a.substr(12));
-      if (!m) usage_error(m.error().text());
-      o.mode = m.value();
-    } else if (a == "--help" || a == "-h") return std::fputs(kUsage, stdout), 0;
+    else if (EncryptMode m; encrypted_option(a, &m)) o.mode = m;
+    else if (a == "--help" || a == "-h") return std::fputs(kUsage, stdout), 0;
     else if (!a.empty() && a[0] == '-') usage_error("unknown option " + a);
     else pos.push_back(a);
   }

@@ -14,6 +14,18 @@ MIB = 1 << 20
 WORKSET = (16 * MIB, 32 * MIB)  # what the guest dirties (tests/guest/dirty.S)
 
 
+def qemu_argv(mem_mib, mem, qmps, serial, incoming):
+    """The test guest under TCG, RAM file-backed on a huge-page tmpfs (align=2M)."""
+    argv = ["qemu-system-x86_64", "-machine", "pc,accel=tcg,memory-backend=mem", "-m", f"{mem_mib}M",
+            "-object", f"memory-backend-file,id=mem,size={mem_mib}M,mem-path={mem},share=on,align=2M",
+            "-nodefaults", "-display", "none", "-kernel", GUEST, "-serial", f"file:{serial}"]
+    for q in qmps:
+        argv += ["-qmp", f"unix:{q},server=on,wait=off"]
+    if incoming:
+        argv += ["-incoming", "defer", "-S"]
+    return argv
+
+
 class Qmp:
     def __init__(self, path, timeout=30):
         deadline = time.time() + timeout
@@ -98,13 +110,7 @@ class Env:
                     f.write(marker)
         qmp = self.path(name + ".qmp")
         serial = self.path(name + ".serial")
-        argv = ["qemu-system-x86_64", "-machine", "pc,accel=tcg,memory-backend=mem", "-m", f"{self.mem_mib}M",
-                "-object", f"memory-backend-file,id=mem,size={self.mem_mib}M,mem-path={mem},share=on,align=2M",
-                "-nodefaults", "-display", "none", "-kernel", GUEST,
-                "-qmp", f"unix:{qmp},server=on,wait=off", "-serial", f"file:{serial}"]
-        if incoming:
-            argv += ["-incoming", "defer", "-S"]
-        p = self.spawn(argv, self.path(name + ".qemu.log"))
+        p = self.spawn(qemu_argv(self.mem_mib, mem, [qmp], serial, incoming), self.path(name + ".qemu.log"))
         vm = {"name": name, "proc": p, "qmp": qmp, "mem": mem, "serial": serial}
         if not incoming:
             wait_for(lambda: last_ops(serial) > 0, 30, f"{name} guest never ran")
@@ -129,13 +135,7 @@ class Env:
         return out
 
     def stop(self, p, sig=signal.SIGTERM):
-        if p.poll() is None:
-            try:
-                os.kill(p.pid, sig)
-                p.wait(10)
-            except (ProcessLookupError, subprocess.TimeoutExpired):
-                os.kill(p.pid, signal.SIGKILL)
-                p.wait()
+        stop_process(p, sig)
 
     def close(self):
         for p in reversed(self.procs):
@@ -147,6 +147,23 @@ class Env:
         if os.path.ismount(self.memdir):
             subprocess.run(["umount", "-l", self.memdir])
         subprocess.run(["rm", "-rf", self.dir])
+
+
+def stop_process(p, sig=signal.SIGTERM, group=False, grace=10):
+    """Signals a process we started (or its whole session), then SIGKILLs it
+    if it has not exited within `grace` seconds."""
+    if p.poll() is not None:
+        return
+    kill = os.killpg if group else os.kill
+    try:
+        kill(p.pid, sig)
+        p.wait(grace)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        try:
+            kill(p.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        p.wait()
 
 
 def wait_for(pred, timeout, what):

@@ -12,6 +12,9 @@ namespaces are used.
 """
 import atexit, os, shutil, signal, subprocess, sys, tempfile, time, uuid
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from harness import stop_process  # noqa: E402
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 BUILD = os.environ.get("ENCMIG_BUILD", os.path.join(HERE, "..", "..", "build"))
 ENCMIGD = os.path.abspath(os.path.join(BUILD, "tools", "encmigd"))
@@ -215,16 +218,7 @@ class TwoHosts:
             raise
 
     def stop(self, p, sig=signal.SIGTERM):
-        if p.poll() is None:
-            try:
-                os.killpg(p.pid, sig)
-                p.wait(15)
-            except (ProcessLookupError, subprocess.TimeoutExpired):
-                try:
-                    os.killpg(p.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                p.wait()
+        stop_process(p, sig, group=True, grace=15)  # nsenter'd processes lead their own session
 
     def qemu_pids(self):
         """QEMU processes running inside these hosts' network namespaces."""
