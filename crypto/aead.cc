@@ -5,11 +5,11 @@
 namespace encmig {
 
 Result<Aead> Aead::create(const Secret& key) {
-  if (key.size() != kAeadKeySize) return make_error(ErrorCode::kInvalidArgument, "AES-256-GCM key must be 32 bytes");
+  if (key.size() != kAeadKeySize) return make_error(crypto_error::kInvalidArgument, "AES-256-GCM key must be 32 bytes");
   gnutls_datum_t k{const_cast<uint8_t*>(key.data()), static_cast<unsigned>(key.size())};
   Aead a;
   if (gnutls_aead_cipher_init(&a.h_, GNUTLS_CIPHER_AES_256_GCM, &k) != 0)
-    return make_error(ErrorCode::kCrypto, "gnutls_aead_cipher_init(AES-256-GCM)");
+    return make_error(crypto_error::kCrypto, "gnutls_aead_cipher_init(AES-256-GCM)");
   return a;
 }
 
@@ -33,7 +33,7 @@ Status Aead::seal(const uint8_t nonce[kAeadNonceSize], const uint8_t* aad, size_
   size_t tag_len = kAeadTagSize;
   if (gnutls_aead_cipher_encryptv2(h_, nonce, kAeadNonceSize, &a, 1, &d, len ? 1 : 0, tag, &tag_len) != 0 ||
       tag_len != kAeadTagSize)
-    return make_error(ErrorCode::kCrypto, "AES-GCM seal");
+    return make_error(crypto_error::kCrypto, "AES-GCM seal");
   return {};
 }
 
@@ -45,8 +45,8 @@ Status Aead::open(const uint8_t nonce[kAeadNonceSize], const uint8_t* aad, size_
                                         const_cast<uint8_t*>(tag), kAeadTagSize);
   if (rc == 0) return {};
   secure_wipe(buf, len);
-  if (rc == GNUTLS_E_DECRYPTION_FAILED) return make_error(ErrorCode::kAuthFailed);
-  return make_error(ErrorCode::kCrypto, "AES-GCM open");
+  if (rc == GNUTLS_E_DECRYPTION_FAILED) return make_error(crypto_error::kTagMismatch);
+  return make_error(crypto_error::kCrypto, "AES-GCM open");
 }
 
 }  // namespace encmig

@@ -17,7 +17,7 @@ Result<Secret> hkdf_extract(std::span<const uint8_t> salt, const Secret& ikm) {
   gnutls_datum_t k = datum(ikm.bytes());
   gnutls_datum_t s = datum(salt);
   if (gnutls_hkdf_extract(GNUTLS_MAC_SHA256, &k, &s, prk->mutable_data()) != 0)
-    return make_error(ErrorCode::kCrypto, "hkdf extract");
+    return make_error(crypto_error::kCrypto, "hkdf extract");
   return prk;
 }
 
@@ -25,7 +25,7 @@ Status hkdf_expand_to(const Secret& prk, std::span<const uint8_t> info, uint8_t*
   gnutls_datum_t k = datum(prk.bytes());
   gnutls_datum_t i = datum(info);
   if (gnutls_hkdf_expand(GNUTLS_MAC_SHA256, &k, &i, out, length) != 0)
-    return make_error(ErrorCode::kCrypto, "hkdf expand");
+    return make_error(crypto_error::kCrypto, "hkdf expand");
   return {};
 }
 
@@ -39,7 +39,7 @@ Result<Secret> hkdf_expand(const Secret& prk, std::span<const uint8_t> info, siz
 
 Status sha256(std::span<const uint8_t> data, uint8_t out[kSha256Size]) {
   if (gnutls_hash_fast(GNUTLS_DIG_SHA256, data.data(), data.size(), out) != 0)
-    return make_error(ErrorCode::kCrypto, "sha256");
+    return make_error(crypto_error::kCrypto, "sha256");
   return {};
 }
 

@@ -1,49 +1,33 @@
-// Result<T>: a value or an Error. No exceptions on the data path.
+// Result<T> and Status: a value or an Error. No exceptions anywhere: the only
+// way to reach a value is a checked access, and checking a Result that holds
+// an error is a programming error that stops the process (never a throw).
 #pragma once
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
 #include <string>
 #include <utility>
 #include <variant>
 
 namespace encmig {
 
-// Error codes. Values 1..63 are also sent on the wire in ALERT messages and
-// ERROR records (docs/protocol.md, "Error codes"); keep them stable.
-enum class ErrorCode : uint16_t {
-  kOk = 0,
-  kBadMagic = 1,
-  kBadVersion = 2,
-  kBadKind = 3,
-  kBadReserved = 4,
-  kUnknownMigration = 5,
-  kDuplicateStream = 6,
-  kKeyConfirmFailed = 7,
-  kHelloMismatch = 8,
-  kRecordTooLarge = 9,
-  kBadRecordType = 10,
-  kCounterMismatch = 11,
-  kAuthFailed = 12,
-  kTruncated = 13,
-  kDataAfterFin = 14,
-  kBadFin = 15,
-  kRecordLimit = 16,
-  kPeerAlert = 17,
-  kPeerError = 18,
-  kCancelled = 19,
-  kNotReady = 20,
-  kPolicy = 21,
-  // Local-only codes (never on the wire).
-  kCrypto = 64,
-  kIo = 65,
-  kInvalidArgument = 66,
-  kTimeout = 67,
-  kInternal = 68,
-};
+// One 16-bit code space for every layer, defined in full with the wire format
+// in migration/wire.h: codes 1..63 are the protocol's (sent in Alerts and
+// ERROR records), codes from 64 up are local and never sent. The crypto layer
+// sits below the protocol and raises only the local codes named here.
+enum class ErrorCode : uint16_t;
+namespace crypto_error {
+inline constexpr ErrorCode kCrypto = ErrorCode(64);           // the crypto library failed
+inline constexpr ErrorCode kInvalidArgument = ErrorCode(66);  // a caller's mistake
+inline constexpr ErrorCode kInternal = ErrorCode(68);         // a resource (memory) failed
+inline constexpr ErrorCode kTagMismatch = ErrorCode(69);      // an AEAD tag did not verify
+}  // namespace crypto_error
 
+// Defined in migration/wire.cc, with the codes.
 const char* error_code_name(ErrorCode c);
 
 struct Error {
-  ErrorCode code = ErrorCode::kInternal;
+  ErrorCode code = crypto_error::kInternal;
   std::string detail;
   std::string message() const {
     std::string m = error_code_name(code);
@@ -54,6 +38,11 @@ struct Error {
   std::string text() const { return detail.empty() ? error_code_name(code) : detail; }
 };
 
+[[noreturn]] inline void die_unchecked(const Error& e) {
+  std::fprintf(stderr, "encmig: internal error: value of a failed Result (%s)\n", e.message().c_str());
+  std::abort();
+}
+
 template <class T>
 class [[nodiscard]] Result {
  public:
@@ -61,16 +50,29 @@ class [[nodiscard]] Result {
   Result(Error error) : v_(std::move(error)) {}      // NOLINT(implicit)
   bool ok() const { return v_.index() == 0; }
   explicit operator bool() const { return ok(); }
-  T& value() & { return std::get<0>(v_); }
-  T&& value() && { return std::get<0>(std::move(v_)); }
-  const T& value() const& { return std::get<0>(v_); }
-  T* operator->() { return &std::get<0>(v_); }
-  const T* operator->() const { return &std::get<0>(v_); }
-  T& operator*() { return std::get<0>(v_); }
-  const T& operator*() const { return std::get<0>(v_); }
-  const Error& error() const { return std::get<1>(v_); }
+  // Checked: calling these on an error is a bug and aborts.
+  T& value() & { return *checked(); }
+  T&& value() && { return std::move(*checked()); }
+  const T& value() const& { return *checked(); }
+  T* operator->() { return checked(); }
+  const T* operator->() const { return checked(); }
+  T& operator*() { return *checked(); }
+  const T& operator*() const { return *checked(); }
+  const Error& error() const {
+    static const Error none{crypto_error::kInternal, "error() of a successful Result"};
+    const Error* e = std::get_if<1>(&v_);
+    return e ? *e : none;
+  }
 
  private:
+  T* checked() {
+    if (T* p = std::get_if<0>(&v_)) return p;
+    die_unchecked(*std::get_if<1>(&v_));
+  }
+  const T* checked() const {
+    if (const T* p = std::get_if<0>(&v_)) return p;
+    die_unchecked(*std::get_if<1>(&v_));
+  }
   std::variant<T, Error> v_;
 };
 

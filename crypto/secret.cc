@@ -23,9 +23,9 @@ void secure_wipe(void* p, size_t n) {
 }
 
 Result<Secret> Secret::create(size_t size) {
-  if (size == 0 || size > kMaxSize) return make_error(ErrorCode::kInvalidArgument, "secret size");
+  if (size == 0 || size > kMaxSize) return make_error(crypto_error::kInvalidArgument, "secret size");
   void* p = mmap(nullptr, page_size(), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  if (p == MAP_FAILED) return make_error(ErrorCode::kInternal, "mmap for secret failed");
+  if (p == MAP_FAILED) return make_error(crypto_error::kInternal, "mmap for secret failed");
   // mlock can fail under RLIMIT_MEMLOCK for unprivileged users; the page is
   // still excluded from core dumps. The daemon runs as root and also disables
   // core dumps for the whole process.

@@ -1,7 +1,13 @@
-// Secret: the one type that holds key material.
+// Secret: the one type in encmig's own code that holds key material.
 //
 // Move-only. Lives in its own mlock()ed, MADV_DONTDUMP page, wiped on
 // destruction. No stream operator, no implicit copies, constant-time equality.
+//
+// Not every copy of a key is a Secret: GnuTLS keeps the expanded AES key
+// schedule inside each cipher handle (crypto/aead.h), in its own heap memory,
+// which is neither locked nor excluded from dumps; it clears it when the handle
+// is destroyed. encmigd disables core dumps for the whole process for that
+// reason.
 #pragma once
 #include <cstddef>
 #include <cstdint>

@@ -10,7 +10,7 @@
 
 namespace encmig {
 
-Result<std::unique_ptr<EncryptedChannel>> EncryptedChannel::create(Fd sock, SessionKeys keys, std::string name) {
+Result<std::unique_ptr<EncryptedChannel>> EncryptedChannel::create(Fd&& sock, SessionKeys keys, std::string name) {
   auto tx = RecordSealer::create(std::move(keys.tx));
   if (!tx) return tx.error();
   auto rx = RecordOpener::create(std::move(keys.rx));
@@ -21,7 +21,6 @@ Result<std::unique_ptr<EncryptedChannel>> EncryptedChannel::create(Fd sock, Sess
   c->tx_ = std::move(tx.value());
   c->rx_ = std::move(rx.value());
   c->rbuf_.resize(2 * (wire::kMaxRecordPayload + wire::kRecordOverhead));
-  set_recv_timeout(c->fd_.get(), 0);
   return c;
 }
 
@@ -33,7 +32,7 @@ Status EncryptedChannel::send_data(uint8_t* rec, uint32_t n) {
 
 Status EncryptedChannel::send_fin() {
   std::lock_guard<std::timed_mutex> g(tx_mu_);
-  uint8_t fin[RecordSealer::kFinRecordSize];
+  uint8_t fin[wire::kFinRecordSize];
   if (auto st = tx_.seal_fin(fin); !st) return st;
   if (auto st = write_all(fd_.get(), fin, sizeof fin); !st) return st;
   ::shutdown(fd_.get(), SHUT_WR);
@@ -43,7 +42,7 @@ Status EncryptedChannel::send_fin() {
 bool EncryptedChannel::send_error(ErrorCode code, const std::string& text) {
   std::unique_lock<std::timed_mutex> l(tx_mu_, std::chrono::milliseconds(200));
   if (!l.owns_lock() || tx_.finished()) return false;
-  uint8_t rec[wire::kRecordOverhead + wire::kMaxErrorPayload];
+  uint8_t rec[wire::kMaxErrorRecordSize];
   size_t n = 0;
   if (!tx_.seal_error(code, text, rec, &n).ok()) return false;
   bool sent = ::send(fd_.get(), rec, n, MSG_DONTWAIT | MSG_NOSIGNAL) == ssize_t(n);

@@ -1,9 +1,14 @@
 // EncryptedChannel: wraps one TCP socket after the handshake, in the manner
-// of QEMU's QIOChannel. It can hold opened plaintext that the socket no
-// longer shows as readable: receive() returns every complete record already
-// buffered before it reads again. Socket options are set once, where the
-// socket is made (apply_socket_options); teardown shuts the socket down
-// through the owning Stream.
+// of QEMU's QIOChannel; migration/handshake_io.h makes it, for both roles. It
+// can hold opened plaintext that the socket no longer shows as readable:
+// receive() returns every complete record already buffered before it reads
+// again.
+//
+// The channel owns the socket and closes it when destroyed. It sets no socket
+// option: the TCP options are applied where the socket is made (tcp_connect,
+// or the data listener, whose accepted sockets inherit them). To abort a
+// stream, the migration shuts the socket down by its number (Stream::peer_fd)
+// while the handler that owns the channel still holds it open.
 //
 // One thread may send and another receive at the same time.
 #pragma once
@@ -27,7 +32,8 @@ class EncryptedChannel {
   static constexpr size_t kTailroom = wire::kTagSize;
   static constexpr int kMaxBatch = 64;
 
-  static Result<std::unique_ptr<EncryptedChannel>> create(Fd sock, SessionKeys keys, std::string name);
+  // Takes `sock` only on success.
+  static Result<std::unique_ptr<EncryptedChannel>> create(Fd&& sock, SessionKeys keys, std::string name);
 
   const std::string& name() const { return name_; }
   int fd() const { return fd_.get(); }

@@ -47,7 +47,7 @@ size_t ClientHandshake::wanted() const {
   // The first four bytes decide between a ServerHello flight and an Alert.
   if (have_ < 4) return 4 - have_;
   if (wire::magic_of(in_.data()) == wire::kAlertMagic) return wire::kAlertSize - have_;
-  return kServerFlightSize - have_;
+  return wire::kServerFlightSize - have_;
 }
 
 Result<size_t> ClientHandshake::consume(const uint8_t* data, size_t len) {

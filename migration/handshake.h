@@ -25,7 +25,6 @@ struct SessionKeys {
 class ClientHandshake {
  public:
   enum class State { kAwaitServer, kDone, kFailed };
-  static constexpr size_t kServerFlightSize = wire::kHelloSize + wire::kConfirmSize;
 
   // `fixed_random` is for known-answer tests only.
   static Result<ClientHandshake> create(MigrationSecrets secrets, wire::Kind kind, uint32_t stream_index,
@@ -48,7 +47,7 @@ class ClientHandshake {
   MigrationSecrets secrets_;
   wire::Hello sent_;
   std::array<uint8_t, wire::kHelloSize> hello_{};
-  std::array<uint8_t, kServerFlightSize> in_{};
+  std::array<uint8_t, wire::kServerFlightSize> in_{};
   size_t have_ = 0;
   std::array<uint8_t, wire::kConfirmSize> confirm_{};
   std::optional<SessionKeys> keys_;
@@ -82,7 +81,7 @@ class ServerHandshake {
   std::array<uint8_t, wire::kHelloSize> client_raw_{};
   std::array<uint8_t, wire::kHelloSize> server_raw_{};
   size_t have_ = 0;
-  std::array<uint8_t, wire::kHelloSize + wire::kConfirmSize> out_{};
+  std::array<uint8_t, wire::kServerFlightSize> out_{};
   size_t out_len_ = 0;
   std::array<uint8_t, wire::kConfirmSize> in_confirm_{};
   std::optional<ConnectionSecrets> conn_;

@@ -9,8 +9,6 @@
 namespace encmig {
 
 namespace {
-constexpr std::string_view kSaltLabel = "encmig/1";
-
 std::vector<uint8_t> label_with(std::string_view label, const uint8_t* tail, size_t tail_len) {
   std::vector<uint8_t> v(label.begin(), label.end());
   v.insert(v.end(), tail, tail + tail_len);
@@ -42,9 +40,10 @@ Result<ConnectionSecrets> ConnectionSecrets::derive(const MigrationSecrets& m,
                                                     const uint8_t client_hello[wire::kHelloSize],
                                                     const uint8_t server_hello[wire::kHelloSize]) {
   if (m.key.size() != wire::kKeySize) return make_error(ErrorCode::kInvalidArgument, "migration key size");
-  std::vector<uint8_t> salt(kSaltLabel.begin(), kSaltLabel.end());
+  std::vector<uint8_t> salt(wire::kLabelSalt.begin(), wire::kLabelSalt.end());
   salt.insert(salt.end(), m.nonce.begin(), m.nonce.end());
   salt.insert(salt.end(), m.id.begin(), m.id.end());
+  // The migration nonce is public salt material (key_schedule.h), not an AEAD nonce.
   auto prk = hkdf_extract(salt, m.key);
   if (!prk) return prk.error();
 
@@ -55,17 +54,17 @@ Result<ConnectionSecrets> ConnectionSecrets::derive(const MigrationSecrets& m,
   if (auto st = sha256(both, cs.transcript.data()); !st) return st.error();
   const uint8_t* t = cs.transcript.data();
 
-  auto c2s = hkdf_expand(prk.value(), label_with("encmig/1 c2s traffic", t, kSha256Size), 32);
-  auto s2c = hkdf_expand(prk.value(), label_with("encmig/1 s2c traffic", t, kSha256Size), 32);
+  auto c2s = hkdf_expand(prk.value(), label_with(wire::kLabelC2sTraffic, t, kSha256Size), wire::kTrafficSecretSize);
+  auto s2c = hkdf_expand(prk.value(), label_with(wire::kLabelS2cTraffic, t, kSha256Size), wire::kTrafficSecretSize);
   if (!c2s) return c2s.error();
   if (!s2c) return s2c.error();
   cs.c2s_traffic = std::move(c2s.value());
   cs.s2c_traffic = std::move(s2c.value());
-  if (auto st = hkdf_expand_to(prk.value(), label_with("encmig/1 c2s confirm", t, kSha256Size),
+  if (auto st = hkdf_expand_to(prk.value(), label_with(wire::kLabelC2sConfirm, t, kSha256Size),
                                cs.c2s_confirm.data(), wire::kConfirmSize);
       !st)
     return st.error();
-  if (auto st = hkdf_expand_to(prk.value(), label_with("encmig/1 s2c confirm", t, kSha256Size),
+  if (auto st = hkdf_expand_to(prk.value(), label_with(wire::kLabelS2cConfirm, t, kSha256Size),
                                cs.s2c_confirm.data(), wire::kConfirmSize);
       !st)
     return st.error();
@@ -73,7 +72,7 @@ Result<ConnectionSecrets> ConnectionSecrets::derive(const MigrationSecrets& m,
 }
 
 Result<TrafficKeys> TrafficKeys::create(Secret traffic_secret) {
-  if (traffic_secret.size() != 32) return make_error(ErrorCode::kInvalidArgument, "traffic secret size");
+  if (traffic_secret.size() != wire::kTrafficSecretSize) return make_error(ErrorCode::kInvalidArgument, "traffic secret size");
   TrafficKeys k;
   k.traffic_ = std::move(traffic_secret);
   if (auto st = k.prepare(0); !st) return st.error();
@@ -85,9 +84,9 @@ Status TrafficKeys::prepare(uint64_t counter) {
   if (epoch == epoch_) return {};
   uint8_t e[4];
   wire::put32(e, uint32_t(epoch));
-  auto key = hkdf_expand(traffic_, label_with("encmig/1 key", e, 4), kAeadKeySize);
+  auto key = hkdf_expand(traffic_, label_with(wire::kLabelEpochKey, e, 4), kAeadKeySize);
   if (!key) return key.error();
-  auto iv = hkdf_expand(traffic_, label_with("encmig/1 iv", e, 4), kAeadNonceSize);
+  auto iv = hkdf_expand(traffic_, label_with(wire::kLabelEpochIv, e, 4), kAeadNonceSize);
   if (!iv) return iv.error();
   auto aead = Aead::create(key.value());
   if (!aead) return aead.error();
@@ -100,6 +99,22 @@ Status TrafficKeys::prepare(uint64_t counter) {
 void TrafficKeys::nonce(uint64_t counter, uint8_t out[kAeadNonceSize]) const {
   std::memcpy(out, iv_.data(), kAeadNonceSize);
   for (int i = 0; i < 8; i++) out[4 + i] ^= uint8_t(counter >> (56 - 8 * i));
+}
+
+Status TrafficKeys::seal(uint64_t counter, const uint8_t* header, uint8_t* payload, size_t len, uint8_t* tag) {
+  if (auto st = prepare(counter); !st) return st;
+  uint8_t n[kAeadNonceSize];
+  nonce(counter, n);
+  return aead_.seal(n, header, wire::kRecordHeaderSize, payload, len, tag);
+}
+
+Status TrafficKeys::open(uint64_t counter, const uint8_t* header, uint8_t* payload, size_t len, const uint8_t* tag) {
+  if (auto st = prepare(counter); !st) return st;
+  uint8_t n[kAeadNonceSize];
+  nonce(counter, n);
+  auto st = aead_.open(n, header, wire::kRecordHeaderSize, payload, len, tag);
+  if (!st && st.error().code == ErrorCode::kTagMismatch) return make_error(ErrorCode::kAuthFailed);
+  return st;
 }
 
 }  // namespace encmig

@@ -1,12 +1,5 @@
-// The key schedule (docs/protocol.md, "Key schedule").
-//
-//   PRK        = HKDF-Extract(salt = "encmig/1" || nonce || id, IKM = key)
-//   T          = SHA-256(ClientHello || ServerHello)
-//   traffic_d  = HKDF-Expand(PRK, "encmig/1 " d " traffic" || T, 32)   d in {c2s, s2c}
-//   confirm_d  = HKDF-Expand(PRK, "encmig/1 " d " confirm" || T, 32)
-//   key_d,e    = HKDF-Expand(traffic_d, "encmig/1 key" || be32(e), 32)
-//   iv_d,e     = HKDF-Expand(traffic_d, "encmig/1 iv"  || be32(e), 12)
-//   nonce(c)   = iv_d,e XOR (0^32 || be64(c)),  e = c >> kEpochShift
+// The key schedule (docs/protocol.md, section 4; the formulas and labels are
+// in migration/wire.h).
 #pragma once
 #include <array>
 #include <cstdint>
@@ -23,6 +16,9 @@ using Nonce64 = std::array<uint8_t, wire::kNonceSize>;
 // What the party that starts a migration hands to both hosts.
 struct MigrationSecrets {
   Secret key;  // 32 bytes
+  // The spec's "nonce": public, random per migration, and used only as part
+  // of the salt of HKDF-Extract (salt = "encmig/1" || nonce || id). It is not
+  // an AEAD nonce; record nonces come from the record counter (TrafficKeys).
   Nonce64 nonce{};
   wire::MigrationId id{};
 
@@ -44,7 +40,12 @@ struct ConnectionSecrets {
                                           const uint8_t server_hello[wire::kHelloSize]);
 };
 
-// One direction's record keys, with epoch rekeying.
+class RecordSealer;
+class RecordOpener;
+
+// One direction's record keys, with epoch rekeying. Only the record layer
+// (migration/record.h) can seal or open with them, and only at the counter
+// it owns: no caller ever chooses a nonce.
 class TrafficKeys {
  public:
   static Result<TrafficKeys> create(Secret traffic_secret);
@@ -52,12 +53,18 @@ class TrafficKeys {
   TrafficKeys(TrafficKeys&&) = default;
   TrafficKeys& operator=(TrafficKeys&&) = default;
 
-  // Makes the AEAD and nonce valid for `counter`, rekeying on a new epoch.
+ private:
+  friend class RecordSealer;
+  friend class RecordOpener;
+  // Seal or open the record with this counter (its header is the AAD),
+  // rekeying first when the counter starts a new epoch.
+  Status seal(uint64_t counter, const uint8_t header[wire::kRecordHeaderSize], uint8_t* payload, size_t len,
+              uint8_t tag[wire::kTagSize]);
+  Status open(uint64_t counter, const uint8_t header[wire::kRecordHeaderSize], uint8_t* payload, size_t len,
+              const uint8_t tag[wire::kTagSize]);
   Status prepare(uint64_t counter);
-  Aead& aead() { return aead_; }
   void nonce(uint64_t counter, uint8_t out[kAeadNonceSize]) const;
 
- private:
   Secret traffic_;
   Secret iv_;
   Aead aead_;

@@ -17,11 +17,8 @@ Result<RecordSealer> RecordSealer::create(TrafficKeys keys) {
 Status RecordSealer::seal(RecordType type, uint8_t* payload, uint32_t len, uint8_t* header, uint8_t* tag) {
   if (finished_) return make_error(ErrorCode::kDataAfterFin, "seal after FIN");
   if (counter_ >= wire::kMaxRecordsPerDirection) return make_error(ErrorCode::kRecordLimit);
-  if (auto st = keys_.prepare(counter_); !st) return st;
   wire::encode_record_header({type, len, counter_}, header);
-  uint8_t nonce[kAeadNonceSize];
-  keys_.nonce(counter_, nonce);
-  if (auto st = keys_.aead().seal(nonce, header, wire::kRecordHeaderSize, payload, len, tag); !st) return st;
+  if (auto st = keys_.seal(counter_, header, payload, len, tag); !st) return st;
   counter_++;
   return {};
 }
@@ -43,11 +40,11 @@ Status RecordSealer::seal_fin(uint8_t* out) {
 }
 
 Status RecordSealer::seal_error(ErrorCode code, const std::string& text, uint8_t* out, size_t* out_len) {
-  size_t tlen = std::min(text.size(), wire::kMaxErrorPayload - 2);
-  uint32_t len = uint32_t(2 + tlen);
+  size_t tlen = std::min(text.size(), wire::kMaxErrorPayload - wire::kMinErrorPayload);
+  uint32_t len = uint32_t(wire::kMinErrorPayload + tlen);
   uint8_t* payload = out + wire::kRecordHeaderSize;
   wire::put16(payload, uint16_t(code));
-  std::memcpy(payload + 2, text.data(), tlen);
+  std::memcpy(payload + wire::kMinErrorPayload, text.data(), tlen);
   if (auto st = seal(RecordType::kError, payload, len, out, payload + len); !st) return st;
   finished_ = true;
   *out_len = wire::kRecordOverhead + len;
@@ -86,10 +83,7 @@ Result<RecordOpener::Step> RecordOpener::open(uint8_t* buf, size_t avail) {
   if (avail < total) return Step{0, total};
 
   uint8_t* payload = buf + wire::kRecordHeaderSize;
-  if (auto st = keys_.prepare(counter_); !st) return fail(st.error());
-  uint8_t nonce[kAeadNonceSize];
-  keys_.nonce(counter_, nonce);
-  if (auto st = keys_.aead().open(nonce, buf, wire::kRecordHeaderSize, payload, h->length, payload + h->length); !st)
+  if (auto st = keys_.open(counter_, buf, payload, h->length, payload + h->length); !st)
     return fail(make_error(st.error().code, "record " + std::to_string(counter_)));
   counter_++;
 
@@ -108,7 +102,7 @@ Result<RecordOpener::Step> RecordOpener::open(uint8_t* buf, size_t avail) {
     case RecordType::kError: {
       auto code = ErrorCode(wire::get16(payload));
       std::string text;
-      for (uint32_t i = 2; i < h->length; i++) {
+      for (uint32_t i = wire::kMinErrorPayload; i < h->length; i++) {
         char c = char(payload[i]);
         text.push_back(c >= 0x20 && c < 0x7f ? c : '?');
       }

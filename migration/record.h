@@ -19,12 +19,11 @@ class RecordSealer {
   Status seal_data(uint8_t* payload, uint32_t len, uint8_t header[wire::kRecordHeaderSize],
                    uint8_t tag[wire::kTagSize]);
   // The end-of-stream record, whole: header + 8-byte total + tag.
-  static constexpr size_t kFinRecordSize = wire::kRecordOverhead + wire::kFinPayloadSize;
-  Status seal_fin(uint8_t out[kFinRecordSize]);
+  Status seal_fin(uint8_t out[wire::kFinRecordSize]);
   // An ERROR record (code + text), whole; returns its size in `out_len`.
-  static constexpr size_t kMaxErrorRecordSize = wire::kRecordOverhead + wire::kMaxErrorPayload;
-  Status seal_error(ErrorCode code, const std::string& text, uint8_t out[kMaxErrorRecordSize], size_t* out_len);
+  Status seal_error(ErrorCode code, const std::string& text, uint8_t out[wire::kMaxErrorRecordSize], size_t* out_len);
 
+  // Records of every type sealed so far (the next counter).
   uint64_t records() const { return counter_; }
   uint64_t payload_bytes() const { return bytes_; }
   bool finished() const { return finished_; }
@@ -58,6 +57,7 @@ class RecordOpener {
   Result<Step> open(uint8_t* buf, size_t avail);
 
   bool finished() const { return finished_; }
+  // Records of every type opened so far (the next expected counter).
   uint64_t records() const { return counter_; }
   uint64_t payload_bytes() const { return bytes_; }
 

@@ -1,6 +1,5 @@
 #include "migration/relay.h"
 
-
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -10,26 +9,6 @@
 #include <vector>
 
 namespace encmig {
-
-Result<std::unique_ptr<EncryptedChannel>> client_handshake(Fd tcp, MigrationSecrets secrets, wire::Kind kind,
-                                                           uint32_t index, const std::string& name,
-                                                           int timeout_ms) {
-  auto hs = ClientHandshake::create(std::move(secrets), kind, index);
-  if (!hs) return hs.error();
-  set_recv_timeout(tcp.get(), timeout_ms);
-  if (auto st = write_all(tcp.get(), hs->hello().data(), hs->hello().size()); !st) return st.error();
-  uint8_t buf[ClientHandshake::kServerFlightSize];
-  while (hs->state() == ClientHandshake::State::kAwaitServer) {
-    size_t want = hs->wanted();
-    if (auto st = read_exact(tcp.get(), buf, want); !st) return Error{st.error().code, "handshake: " + st.error().detail};
-    auto used = hs->consume(buf, want);
-    if (!used) return used.error();
-  }
-  if (auto st = write_all(tcp.get(), hs->confirm().data(), hs->confirm().size()); !st) return st.error();
-  auto keys = hs->take_keys();
-  if (!keys) return keys.error();
-  return EncryptedChannel::create(std::move(tcp), std::move(keys.value()), name);
-}
 
 namespace {
 
@@ -78,7 +57,7 @@ Status relay_stream(EncryptedChannel& peer, Stream& stream) {
   int size = kLocalSocketBuffer;
   setsockopt(local, SOL_SOCKET, SO_SNDBUF, &size, sizeof size);
   setsockopt(local, SOL_SOCKET, SO_RCVBUF, &size, sizeof size);
-  stream.state = 1;
+  stream.state = StreamState::kRelaying;
   // Whichever direction fails first names the cause; it shuts the stream
   // down so the other direction unblocks.
   std::atomic<int> first{0};

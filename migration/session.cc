@@ -7,6 +7,9 @@
 #include <cstdio>
 #include <nlohmann/json.hpp>
 
+#include "crypto/encoding.h"
+#include "migration/log.h"
+
 namespace encmig {
 
 using nlohmann::json;
@@ -22,21 +25,22 @@ const char* state_name(MigrationState s) {
   return "unknown";
 }
 
-std::string id_hex(const wire::MigrationId& id) {
-  static const char* d = "0123456789abcdef";
-  std::string s;
-  for (uint8_t b : id) s.push_back(d[b >> 4]), s.push_back(d[b & 15]);
-  return s;
+const char* stream_state_name(StreamState s) {
+  switch (s) {
+    case StreamState::kHandshake: return "handshake";
+    case StreamState::kRelaying: return "relaying";
+    case StreamState::kClosed: return "closed";
+    case StreamState::kFailed: return "failed";
+  }
+  return "unknown";
 }
+
+std::string id_hex(const wire::MigrationId& id) { return hex_encode(id); }
 
 Result<wire::MigrationId> id_from_hex(const std::string& s) {
   wire::MigrationId id{};
-  if (s.size() != 2 * id.size()) return make_error(ErrorCode::kInvalidArgument, "migration id must be 32 hex digits");
-  for (size_t i = 0; i < id.size(); i++) {
-    unsigned v = 0;
-    if (std::sscanf(s.c_str() + 2 * i, "%2x", &v) != 1) return make_error(ErrorCode::kInvalidArgument, "bad hex in id");
-    id[i] = uint8_t(v);
-  }
+  if (auto st = hex_decode(s, id); !st)
+    return make_error(ErrorCode::kInvalidArgument, "migration id must be 32 lower-case hex digits: " + st.error().detail);
   return id;
 }
 
@@ -125,9 +129,8 @@ void Migration::fail(ErrorCode code, const std::string& stream, const std::strin
   state_ = code == ErrorCode::kCancelled ? MigrationState::kCancelled : MigrationState::kFailed;
   error_ = stream + ": " + (detail.empty() ? std::string(error_code_name(code)) : detail);
   // One line, naming the migration, the stream and the reason; never key bytes.
-  std::fprintf(stderr, "encmigd: migration %s %s: stream %s\n", id_hex_.c_str(),
-               state_ == MigrationState::kCancelled ? "cancelled" : "failed", error_.c_str());
-  std::fflush(stderr);
+  log_line("migration " + id_hex_ + (state_ == MigrationState::kCancelled ? " cancelled" : " failed") + ": stream " +
+           error_);
   if (on_failure_) on_failure_(code);
   teardown_locked();
   emit_state_locked();
@@ -138,7 +141,7 @@ void Migration::stream_closed(const std::shared_ptr<Stream>& s) {
   s->shutdown_all();
   s->peer_fd = -1;
   s->local.reset();
-  if (s->state != 3) s->state = 2;
+  if (s->state != StreamState::kFailed) s->state = StreamState::kClosed;
   if (events_)
     events_("ENCMIG_STREAM_STATE", json{{"id", id_hex_}, {"stream", s->name}, {"state", "closed"}}.dump());
   if (s->kind != wire::Kind::kMigration || state_ != MigrationState::kActive) return;
@@ -146,9 +149,8 @@ void Migration::stream_closed(const std::shared_ptr<Stream>& s) {
     state_ = MigrationState::kCompleted;
     uint64_t bytes = 0;
     for (auto& t : streams_) bytes += t->bytes_in + t->bytes_out;
-    std::fprintf(stderr, "encmigd: migration %s completed: %zu streams, %llu bytes, every stream ended with an authenticated FIN\n",
-                 id_hex_.c_str(), streams_.size(), static_cast<unsigned long long>(bytes));
-    std::fflush(stderr);
+    log_line("migration " + id_hex_ + " completed: " + std::to_string(streams_.size()) + " streams, " +
+             std::to_string(bytes) + " bytes, every stream ended with an authenticated FIN");
     teardown_locked();
     emit_state_locked();
   }
@@ -202,7 +204,6 @@ std::string Migration::status_json() const {
   json streams = json::array();
   uint64_t total_out = 0, total_in = 0;
   for (auto& s : streams_) {
-    static const char* names[] = {"handshake", "relaying", "closed", "failed"};
     double ss = std::chrono::duration<double>(std::chrono::steady_clock::now() - s->started).count();
     uint64_t o = s->bytes_out, i = s->bytes_in;
     total_out += o;
@@ -210,7 +211,7 @@ std::string Migration::status_json() const {
     streams.push_back(json{{"name", s->name},
                            {"kind", std::string(wire::kind_name(s->kind))},
                            {"index", s->index},
-                           {"state", names[s->state.load() & 3]},
+                           {"state", stream_state_name(s->state.load())},
                            {"bytes-out", o},
                            {"bytes-in", i},
                            {"records-out", s->records_out.load()},

@@ -21,7 +21,14 @@
 namespace encmig {
 
 enum class MigrationRole { kSource, kDestination };
-enum class MigrationState { kArmed, kActive, kCompleted, kFailed, kCancelled };
+enum class MigrationState {
+  kArmed,      // armed; no stream has opened yet
+  kActive,     // at least one stream opened; stays so until kCompleted, a failure or migration-end
+  kCompleted,  // every expected migration stream closed (authenticated FIN both ways), or the
+               // controller ended the migration (migration-end) before any failure
+  kFailed,     // a stream failed; every stream was torn down
+  kCancelled,  // the controller cancelled it (migration-cancel, or its hand-off secret went away)
+};
 const char* state_name(MigrationState s);
 
 struct MigrationConfig {
@@ -39,19 +46,34 @@ struct MigrationConfig {
 
 std::string id_hex(const wire::MigrationId& id);
 Result<wire::MigrationId> id_from_hex(const std::string& s);
-// "main", "multifd-0", "nbd-1": the stream's debug name.
+// The stream's debug name: "main" (kind 1, index 0), "multifd-N" (kind 1,
+// index N+1), "nbd-N" (kind 2, index N). Indexes count the connections in the
+// order the source daemon accepted them from QEMU (docs/protocol.md, section
+// 3): "multifd-0" is the first multifd connection accepted, which need not be
+// the one QEMU numbers 0 in its own multifd packets.
 std::string stream_name(wire::Kind kind, uint32_t index);
 
-// Per-stream state and counters; owns the stream's two sockets so that their
-// numbers cannot be reused while the migration may still shut them down.
+enum class StreamState : int { kHandshake, kRelaying, kClosed, kFailed };
+const char* stream_state_name(StreamState s);
+
+// Per-stream state and counters.
+//
+// Socket ownership: the stream owns its local (QEMU-side) socket. The peer
+// socket is owned by the stream's handler (its Fd, then its EncryptedChannel);
+// the stream only knows its number, peer_fd, so that teardown can shut it down
+// from another thread. The handler calls Migration::stream_closed() before it
+// closes the peer socket; that clears peer_fd under the migration lock, so a
+// number that the kernel may reuse is never shut down.
 struct Stream {
   wire::Kind kind = wire::Kind::kMigration;
   uint32_t index = 0;
   std::string name;
   Fd local;
-  std::atomic<int> peer_fd{-1};  // owned by the stream's handler; cleared under the migration lock before it closes
+  std::atomic<int> peer_fd{-1};
+  // Payload bytes and DATA records relayed in each direction (FIN and ERROR
+  // records are not counted).
   std::atomic<uint64_t> bytes_out{0}, bytes_in{0}, records_out{0}, records_in{0};
-  std::atomic<int> state{0};  // 0 handshake, 1 relaying, 2 closed, 3 failed
+  std::atomic<StreamState> state{StreamState::kHandshake};
   std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
   void shutdown_all();
 };
@@ -72,6 +94,7 @@ class Migration {
   Result<MigrationSecrets> secrets() const;
 
   // Registers a stream; kDuplicateStream if (kind, index) was seen before.
+  // The first stream makes the migration kActive.
   Result<std::shared_ptr<Stream>> add_stream(wire::Kind kind, uint32_t index);
   uint32_t next_source_index(wire::Kind kind);
 
@@ -88,7 +111,8 @@ class Migration {
   // Gives the stream its local (QEMU-side) socket, under the lock that
   // teardown takes. If the migration already ended, the socket is shut down.
   void attach_local(const std::shared_ptr<Stream>& s, Fd local);
-  // Normal end requested by the controller (or cancel).
+  // Normal end requested by the controller (or cancel). A migration that has
+  // not failed becomes kCompleted, whether or not its streams had closed.
   void end(bool cancelled);
 
   void add_listener(Fd fd);

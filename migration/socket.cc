@@ -11,6 +11,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -168,17 +169,22 @@ Result<Fd> unix_connect(const std::string& path) {
   return fd;
 }
 
-Status read_exact(int fd, uint8_t* buf, size_t n) {
+Status read_exact(int fd, uint8_t* buf, size_t n, Deadline deadline) {
   size_t got = 0;
   while (got < n) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now()).count();
+    if (left <= 0) return make_error(ErrorCode::kTimeout, "read timed out after " + std::to_string(got) + " of " + std::to_string(n) + " bytes");
+    pollfd p{fd, POLLIN, 0};
+    int pr = ::poll(&p, 1, int(std::min<long long>(left, 1 << 30)));
+    if (pr < 0 && errno != EINTR) return make_error(ErrorCode::kIo, "poll: " + errno_text(errno));
+    if (pr <= 0) continue;
     ssize_t r = ::read(fd, buf + got, n - got);
     if (r > 0) {
       got += size_t(r);
       continue;
     }
     if (r == 0) return make_error(ErrorCode::kTruncated, "connection closed after " + std::to_string(got) + " of " + std::to_string(n) + " bytes");
-    if (errno == EINTR) continue;
-    if (errno == EAGAIN || errno == EWOULDBLOCK) return make_error(ErrorCode::kTimeout, "read timed out");
+    if (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK) continue;
     return make_error(ErrorCode::kIo, "read: " + errno_text(errno));
   }
   return {};

@@ -2,12 +2,13 @@
 #pragma once
 #include <sys/uio.h>
 
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <string>
 #include <utility>
 
-#include "crypto/result.h"
+#include "migration/wire.h"  // ErrorCode
 
 namespace encmig {
 
@@ -32,8 +33,13 @@ struct HostPort {
   std::string host;
   uint16_t port = 0;
   static Result<HostPort> parse(const std::string& s);  // "host:port" or "[v6]:port"
+  // The one formatter: "host:port", "[v6]:port".
   std::string str() const;
 };
+
+// A point in time by which a whole exchange (not each read) must be done.
+using Deadline = std::chrono::steady_clock::time_point;
+inline Deadline deadline_in(int ms) { return std::chrono::steady_clock::now() + std::chrono::milliseconds(ms); }
 
 struct SocketOptions {
   int buffer_bytes = 0;  // SO_SNDBUF/SO_RCVBUF (forced as root); 0 = kernel autotuning
@@ -53,8 +59,9 @@ void apply_socket_options(int fd, const SocketOptions& opts);
 void set_recv_timeout(int fd, int ms);  // 0 = none
 
 // Blocking helpers that retry on EINTR and short transfers.
-// read_exact returns kTruncated on EOF before n bytes.
-Status read_exact(int fd, uint8_t* buf, size_t n);
+// read_exact returns kTruncated on EOF before n bytes, and kTimeout once
+// `deadline` has passed, however the bytes trickle in.
+Status read_exact(int fd, uint8_t* buf, size_t n, Deadline deadline);
 Status write_all(int fd, const uint8_t* buf, size_t n);
 Status writev_all(int fd, struct iovec* iov, int iovcnt);
 

@@ -1,6 +1,45 @@
 #include "migration/wire.h"
 
-namespace encmig::wire {
+namespace encmig {
+
+const char* error_code_name(ErrorCode c) {
+  switch (c) {
+    case ErrorCode::kOk: return "ok";
+    case ErrorCode::kBadMagic: return "bad magic";
+    case ErrorCode::kBadVersion: return "unsupported protocol version";
+    case ErrorCode::kBadKind: return "bad stream kind";
+    case ErrorCode::kBadReserved: return "nonzero reserved field";
+    case ErrorCode::kUnknownMigration: return "unknown migration id";
+    case ErrorCode::kDuplicateStream: return "duplicate stream index";
+    case ErrorCode::kKeyConfirmFailed: return "key confirmation failed (wrong key or tampered hello)";
+    case ErrorCode::kHelloMismatch: return "server hello does not match client hello";
+    case ErrorCode::kRecordTooLarge: return "record length above limit";
+    case ErrorCode::kBadRecordType: return "bad record type";
+    case ErrorCode::kCounterMismatch: return "record counter mismatch (replay, reorder or drop)";
+    case ErrorCode::kAuthFailed: return "record authentication failed (tampered or wrong key)";
+    case ErrorCode::kTruncated: return "stream truncated (no authenticated end-of-stream record)";
+    case ErrorCode::kDataAfterFin: return "data after end-of-stream record";
+    case ErrorCode::kBadFin: return "malformed end-of-stream record";
+    case ErrorCode::kRecordLimit: return "record limit reached";
+    case ErrorCode::kPeerAlert: return "peer rejected the connection";
+    case ErrorCode::kPeerError: return "peer reported an error";
+    case ErrorCode::kCancelled: return "migration cancelled";
+    case ErrorCode::kNotReady: return "not ready";
+    case ErrorCode::kPolicy: return "refused by policy";
+    case ErrorCode::kBadRole: return "wrong role in hello";
+    case ErrorCode::kCrypto: return "crypto library error";
+    case ErrorCode::kIo: return "I/O error";
+    case ErrorCode::kInvalidArgument: return "invalid argument";
+    case ErrorCode::kTimeout: return "timed out";
+    case ErrorCode::kInternal: return "internal error";
+    case ErrorCode::kTagMismatch: return "AEAD tag mismatch";
+    case ErrorCode::kCommandNotFound: return "command not found";
+    case ErrorCode::kAlreadyArmed: return "migration already armed";
+  }
+  return "unknown error";
+}
+
+namespace wire {
 
 namespace {
 bool all_zero(const uint8_t* p, size_t n) {
@@ -54,7 +93,7 @@ Result<Hello> decode_hello(const uint8_t in[kHelloSize], Role expected_role) {
   if (kind < uint8_t(Kind::kMigration) || kind > uint8_t(Kind::kProbe))
     return make_error(ErrorCode::kBadKind, "kind " + std::to_string(kind));
   h.kind = Kind(kind);
-  if (in[7] != uint8_t(expected_role)) return make_error(ErrorCode::kBadReserved, "hello role " + std::to_string(in[7]));
+  if (in[7] != uint8_t(expected_role)) return make_error(ErrorCode::kBadRole, "hello role " + std::to_string(in[7]));
   h.role = expected_role;
   h.stream_index = get32(in + 8);
   std::memcpy(h.migration_id.data(), in + 12, kMigrationIdSize);
@@ -126,11 +165,12 @@ Result<RecordHeader> decode_record_header(const uint8_t in[kRecordHeaderSize]) {
       if (h.length != kFinPayloadSize) return make_error(ErrorCode::kBadFin, "FIN length " + std::to_string(h.length));
       break;
     case RecordType::kError:
-      if (h.length < 2 || h.length > kMaxErrorPayload)
+      if (h.length < kMinErrorPayload || h.length > kMaxErrorPayload)
         return make_error(ErrorCode::kRecordTooLarge, "ERROR record length " + std::to_string(h.length));
       break;
   }
   return h;
 }
 
-}  // namespace encmig::wire
+}  // namespace wire
+}  // namespace encmig

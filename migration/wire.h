@@ -27,7 +27,7 @@
 //   |                        reserved (zero)                        | 60
 //   +---------------------------------------------------------------+
 //
-// Alert (64 bytes, unauthenticated): magic "EMIA", version, code, reserved,
+// Alert (64 bytes, unauthenticated): magic "EMIA" (4), version (2), code (2),
 // then 56 bytes of NUL-padded ASCII text.
 //
 // ProbeReply (64 bytes, unauthenticated): magic "EMIP", version_min,
@@ -45,6 +45,15 @@
 //   |          ciphertext (length bytes) ...   |   tag (16 bytes)   | 16
 //   +---------------------------------------------------------------+
 //   AAD = the 16-byte header. GCM nonce = epoch IV XOR (0^32 || counter).
+//
+// Key schedule (labels below; section 4 of docs/protocol.md):
+//   PRK        = HKDF-Extract(salt = "encmig/1" || nonce || id, IKM = key)
+//   T          = SHA-256(ClientHello || ServerHello)
+//   traffic_d  = HKDF-Expand(PRK, "encmig/1 " d " traffic" || T, 32)   d in {c2s, s2c}
+//   confirm_d  = HKDF-Expand(PRK, "encmig/1 " d " confirm" || T, 32)
+//   key_d,e    = HKDF-Expand(traffic_d, "encmig/1 key" || be32(e), 32)
+//   iv_d,e     = HKDF-Expand(traffic_d, "encmig/1 iv"  || be32(e), 12)
+//   nonce(c)   = iv_d,e XOR (0^32 || be64(c)),  e = c >> kEpochShift
 #pragma once
 #include <array>
 #include <cstddef>
@@ -55,14 +64,63 @@
 
 #include "crypto/result.h"
 
-namespace encmig::wire {
+namespace encmig {
+
+// Error codes (docs/protocol.md, section 10). Values 1..63 are sent on the
+// wire in Alerts and ERROR records: keep them stable. 64 and up are local to a
+// process and never sent; the crypto layer's own codes (crypto/result.h) are
+// among them.
+enum class ErrorCode : uint16_t {
+  kOk = 0,
+  // ---- wire codes ----
+  kBadMagic = 1,
+  kBadVersion = 2,
+  kBadKind = 3,
+  kBadReserved = 4,       // a reserved or flags field is not zero
+  kUnknownMigration = 5,
+  kDuplicateStream = 6,
+  kKeyConfirmFailed = 7,
+  kHelloMismatch = 8,
+  kRecordTooLarge = 9,
+  kBadRecordType = 10,
+  kCounterMismatch = 11,
+  kAuthFailed = 12,
+  kTruncated = 13,
+  kDataAfterFin = 14,
+  kBadFin = 15,
+  kRecordLimit = 16,
+  kPeerAlert = 17,
+  kPeerError = 18,
+  kCancelled = 19,
+  kNotReady = 20,
+  kPolicy = 21,
+  kBadRole = 22,          // a hello's role is not the one its sender must have
+  // ---- local codes ----
+  kCrypto = 64,
+  kIo = 65,
+  kInvalidArgument = 66,
+  kTimeout = 67,
+  kInternal = 68,
+  kTagMismatch = 69,      // crypto layer: an AEAD tag did not verify (the record layer reports kAuthFailed)
+  kCommandNotFound = 70,  // control socket: no such command
+  kAlreadyArmed = 71,     // control socket: a migration with this id is armed already
+};
+static_assert(crypto_error::kCrypto == ErrorCode::kCrypto && crypto_error::kInvalidArgument == ErrorCode::kInvalidArgument &&
+              crypto_error::kInternal == ErrorCode::kInternal && crypto_error::kTagMismatch == ErrorCode::kTagMismatch);
+constexpr uint16_t kMaxWireErrorCode = 63;
+
+namespace wire {
 
 constexpr uint16_t kVersion = 1;
+constexpr uint16_t kDefaultPort = 16520;  // encmigd's data port unless configured otherwise
 constexpr uint32_t kHelloMagic = 0x454d4947;  // "EMIG"
 constexpr uint32_t kAlertMagic = 0x454d4941;  // "EMIA"
 constexpr uint32_t kProbeMagic = 0x454d4950;  // "EMIP"
 
 constexpr size_t kKeySize = 32;
+// The migration's "nonce" (the spec's name): not an AEAD nonce but 8 public
+// random bytes that enter the key derivation's salt, so that two migrations
+// never derive the same PRK even if a key were reused.
 constexpr size_t kNonceSize = 8;
 constexpr size_t kMigrationIdSize = 16;
 constexpr size_t kRandomSize = 32;
@@ -72,20 +130,36 @@ constexpr size_t kAlertTextSize = 56;
 constexpr size_t kProbeReplySize = 64;
 constexpr size_t kProbeVersionTextSize = 48;
 constexpr size_t kConfirmSize = 32;
+// What the client reads after its hello: ServerHello || ServerConfirm.
+constexpr size_t kServerFlightSize = kHelloSize + kConfirmSize;
 
 constexpr size_t kRecordHeaderSize = 16;
 constexpr size_t kTagSize = 16;
 constexpr size_t kRecordOverhead = kRecordHeaderSize + kTagSize;
 constexpr uint32_t kMaxRecordPayload = 1u << 20;  // 1 MiB
 constexpr size_t kFinPayloadSize = 8;             // total DATA payload bytes sent
+constexpr size_t kMinErrorPayload = 2;            // the be16 code
 constexpr size_t kMaxErrorPayload = 256;
+constexpr size_t kFinRecordSize = kRecordOverhead + kFinPayloadSize;
+constexpr size_t kMaxErrorRecordSize = kRecordOverhead + kMaxErrorPayload;
 // Rekey epochs: a fresh key and IV every 2^16 records, so one key protects at
 // most 2^16 * 2^20 = 2^36 bytes (2^32 AES blocks).
 constexpr unsigned kEpochShift = 16;
-// Hard stop for one direction of one stream (never reached in practice).
+// Records per direction of one stream: counters 0 .. 2^48 - 1. The record
+// with counter 2^48 - 1 is the last that may be sent (never reached in practice).
 constexpr uint64_t kMaxRecordsPerDirection = 1ull << 48;
 
 constexpr uint32_t kCipherAes256Gcm = 1u << 0;
+
+// Key schedule labels: ASCII, no terminator.
+constexpr std::string_view kLabelSalt = "encmig/1";
+constexpr std::string_view kLabelC2sTraffic = "encmig/1 c2s traffic";
+constexpr std::string_view kLabelS2cTraffic = "encmig/1 s2c traffic";
+constexpr std::string_view kLabelC2sConfirm = "encmig/1 c2s confirm";
+constexpr std::string_view kLabelS2cConfirm = "encmig/1 s2c confirm";
+constexpr std::string_view kLabelEpochKey = "encmig/1 key";
+constexpr std::string_view kLabelEpochIv = "encmig/1 iv";
+constexpr size_t kTrafficSecretSize = 32;
 
 enum class Kind : uint8_t { kMigration = 1, kNbd = 2, kProbe = 3 };
 enum class Role : uint8_t { kClient = 1, kServer = 2 };
@@ -149,4 +223,5 @@ inline uint32_t magic_of(const uint8_t* p) { return get32(p); }
 
 std::string_view kind_name(Kind k);
 
-}  // namespace encmig::wire
+}  // namespace wire
+}  // namespace encmig

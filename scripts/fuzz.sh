@@ -1,17 +1,22 @@
 #!/usr/bin/env bash
-# Builds the libFuzzer targets with clang and runs each for SECONDS (default 20).
+# Builds the libFuzzer targets with clang and runs each for SECONDS (default 20):
+# the hello and record parsers (data port), and the control plane's parsers
+# (QMP requests, migration-arm arguments, libvirt hand-off descriptions).
 # Usage: scripts/fuzz.sh [SECONDS]
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 secs=${1:-20}
 out=${FUZZ_OUT:-$top/build-fuzz}
 mkdir -p "$out"
-srcs=(crypto/result.cc crypto/secret.cc crypto/random.cc crypto/hkdf.cc crypto/aead.cc
-      migration/wire.cc migration/key_schedule.cc migration/handshake.cc migration/record.cc)
+proto=(crypto/secret.cc crypto/random.cc crypto/hkdf.cc crypto/aead.cc crypto/encoding.cc
+       migration/wire.cc migration/key_schedule.cc migration/handshake.cc migration/record.cc)
+control=("${proto[@]}" migration/log.cc migration/socket.cc migration/session.cc
+         common/qmp.cc common/libvirt.cc common/handoff.cc daemon/arm_request.cc)
 flags=(-std=c++20 -O1 -g -fsanitize=fuzzer,address,undefined -I"$top")
 status=0
-for target in fuzz_hello fuzz_record; do
-  clang++ "${flags[@]}" "${srcs[@]/#/$top/}" "$top/tests/fuzz/$target.cc" -lgnutls -o "$out/$target"
+for target in fuzz_hello fuzz_record fuzz_control; do
+  if [ "$target" = fuzz_control ]; then srcs=("${control[@]}"); libs=(-lgnutls -lvirt); else srcs=("${proto[@]}"); libs=(-lgnutls); fi
+  clang++ "${flags[@]}" "${srcs[@]/#/$top/}" "$top/tests/fuzz/$target.cc" "${libs[@]}" -o "$out/$target"
   corpus="$out/corpus-$target"
   mkdir -p "$corpus"
   cp -n "$top/tests/fuzz/corpus/$target"/* "$corpus/" 2>/dev/null || true

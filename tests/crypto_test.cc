@@ -8,7 +8,23 @@
 #include "crypto/ct.h"
 #include "crypto/hkdf.h"
 #include "crypto/secret.h"
+#include "migration/wire.h"
 #include "tests/vectors.h"
+
+namespace encmig {
+// Known-answer tests need the raw AEAD with a chosen nonce, which no
+// production caller can reach (crypto/aead.h).
+struct AeadTestAccess {
+  static Status seal(Aead& a, const uint8_t* nonce, const uint8_t* aad, size_t aad_len, uint8_t* buf, size_t len,
+                     uint8_t* tag) {
+    return a.seal(nonce, aad, aad_len, buf, len, tag);
+  }
+  static Status open(Aead& a, const uint8_t* nonce, const uint8_t* aad, size_t aad_len, uint8_t* buf, size_t len,
+                     const uint8_t* tag) {
+    return a.open(nonce, aad, aad_len, buf, len, tag);
+  }
+};
+}  // namespace encmig
 
 using namespace encmig;
 using namespace encmig::test;
@@ -66,10 +82,10 @@ TEST(Aead, NistGcmVectors) {
     ASSERT_TRUE(aead.ok());
     auto iv = unhex(c["iv"]), aad = unhex(c["aad"]), buf = unhex(c["pt"]);
     uint8_t tag[16];
-    ASSERT_TRUE(aead->seal(iv.data(), aad.data(), aad.size(), buf.data(), buf.size(), tag).ok());
+    ASSERT_TRUE(AeadTestAccess::seal(aead.value(), iv.data(), aad.data(), aad.size(), buf.data(), buf.size(), tag).ok());
     EXPECT_EQ(hex(buf), c["ct"]);
     EXPECT_EQ(hex(tag, 16), c["tag"]);
-    ASSERT_TRUE(aead->open(iv.data(), aad.data(), aad.size(), buf.data(), buf.size(), tag).ok());
+    ASSERT_TRUE(AeadTestAccess::open(aead.value(), iv.data(), aad.data(), aad.size(), buf.data(), buf.size(), tag).ok());
     EXPECT_EQ(hex(buf), c["pt"]);
     // Every tag bit matters, and a failed open wipes the buffer.
     for (int bit = 0; bit < 128; bit++) {
@@ -77,9 +93,9 @@ TEST(Aead, NistGcmVectors) {
       uint8_t t2[16];
       std::memcpy(t2, tag, 16);
       t2[bit / 8] ^= uint8_t(1 << (bit % 8));
-      auto st = aead->open(iv.data(), aad.data(), aad.size(), ct.data(), ct.size(), t2);
+      auto st = AeadTestAccess::open(aead.value(), iv.data(), aad.data(), aad.size(), ct.data(), ct.size(), t2);
       ASSERT_FALSE(st.ok());
-      EXPECT_EQ(st.error().code, ErrorCode::kAuthFailed);
+      EXPECT_EQ(st.error().code, ErrorCode::kTagMismatch);
       for (uint8_t b : ct) ASSERT_EQ(b, 0);
     }
   }

@@ -155,7 +155,7 @@ TEST(Handshake, MalformedHellos) {
     ErrorCode want;
   } cases[] = {
       {0, 'X', ErrorCode::kBadMagic},       {5, 2, ErrorCode::kBadVersion},   {4, 1, ErrorCode::kBadVersion},
-      {6, 0, ErrorCode::kBadKind},          {6, 9, ErrorCode::kBadKind},      {7, 2, ErrorCode::kBadReserved},
+      {6, 0, ErrorCode::kBadKind},          {6, 9, ErrorCode::kBadKind},      {7, 2, ErrorCode::kBadRole},
       {63, 1, ErrorCode::kBadReserved},
   };
   for (const auto& k : cases) {

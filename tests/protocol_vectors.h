@@ -40,7 +40,7 @@ inline std::vector<std::pair<std::string, std::string>> compute_protocol_vectors
   (void)tx.seal_data(rec.data() + 16, uint32_t(text.size()), rec.data(), rec.data() + 16 + text.size());
   out.push_back({"c2s_record0_plaintext", hex(reinterpret_cast<const uint8_t*>(text.data()), text.size())});
   out.push_back({"c2s_record0", hex(rec)});
-  std::vector<uint8_t> fin(RecordSealer::kFinRecordSize);
+  std::vector<uint8_t> fin(wire::kFinRecordSize);
   (void)tx.seal_fin(fin.data());
   out.push_back({"c2s_record1_fin", hex(fin)});
   return out;

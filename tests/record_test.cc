@@ -33,7 +33,7 @@ std::vector<uint8_t> seal(RecordSealer& s, std::vector<uint8_t> payload) {
 }
 
 std::vector<uint8_t> fin(RecordSealer& s) {
-  std::vector<uint8_t> out(RecordSealer::kFinRecordSize);
+  std::vector<uint8_t> out(wire::kFinRecordSize);
   EXPECT_TRUE(s.seal_fin(out.data()).ok());
   return out;
 }
@@ -244,7 +244,7 @@ TEST(Record, FinRules) {
 
 TEST(Record, ErrorRecordIsReported) {
   auto l = make_link();
-  std::vector<uint8_t> out(RecordSealer::kMaxErrorRecordSize);
+  std::vector<uint8_t> out(wire::kMaxErrorRecordSize);
   size_t n = 0;
   ASSERT_TRUE(l.tx.seal_error(ErrorCode::kCancelled, "operator cancelled", out.data(), &n).ok());
   auto st = l.rx.open(out.data(), n);

@@ -8,6 +8,8 @@
 #include <string>
 #include <vector>
 
+#include "crypto/encoding.h"
+
 namespace encmig::test {
 
 using Case = std::map<std::string, std::string>;
@@ -37,18 +39,14 @@ inline std::vector<Case> load_vectors(const std::string& name) {
   return cases;
 }
 
+// Through the project's one hex codec (crypto/encoding.h).
 inline std::vector<uint8_t> unhex(const std::string& s) {
-  std::vector<uint8_t> v;
-  for (size_t i = 0; i + 1 < s.size(); i += 2) v.push_back(uint8_t(std::stoi(s.substr(i, 2), nullptr, 16)));
+  std::vector<uint8_t> v(s.size() / 2);
+  if (!hex_decode(s, v).ok()) throw std::runtime_error("bad hex in vector: " + s);
   return v;
 }
 
-inline std::string hex(const uint8_t* p, size_t n) {
-  static const char* d = "0123456789abcdef";
-  std::string s;
-  for (size_t i = 0; i < n; i++) s.push_back(d[p[i] >> 4]), s.push_back(d[p[i] & 15]);
-  return s;
-}
+inline std::string hex(const uint8_t* p, size_t n) { return hex_encode({p, n}); }
 template <class C>
 std::string hex(const C& c) { return hex(c.data(), c.size()); }
 

@@ -22,7 +22,7 @@ TEST(Wire, HelloRoundTrip) {
   EXPECT_EQ(back->kind, Kind::kNbd);
   EXPECT_EQ(back->migration_id, h.migration_id);
   EXPECT_EQ(back->random, h.random);
-  EXPECT_EQ(decode_hello(raw, Role::kServer).error().code, ErrorCode::kBadReserved);
+  EXPECT_EQ(decode_hello(raw, Role::kServer).error().code, ErrorCode::kBadRole);
 }
 
 TEST(Wire, RecordHeaderLimits) {

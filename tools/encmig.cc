@@ -1,6 +1,6 @@
 // encmig: starts encrypted live migrations (libvirt or QMP-direct), sets the
 // per-VM policy, and picks capable destinations. Only main() and option
-// parsing live here; the work is in control/.
+// parsing live here; the work is in cli/.
 #include <signal.h>
 #include <unistd.h>
 
@@ -10,12 +10,15 @@
 #include <string>
 #include <vector>
 
-#include "control/libvirt.h"
-#include "control/libvirt_migrate.h"
-#include "control/qmp_client.h"
-#include "control/qmp_direct.h"
+#include "cli/libvirt_migrate.h"
+#include "cli/place.h"
+#include "cli/qmp_direct.h"
+#include "cli/summary.h"
+#include "common/args.h"
+#include "migration/handshake_io.h"
 
 using namespace encmig;
+using nlohmann::json;
 
 static const char kUsage[] =
     "usage: encmig migrate [virsh migrate options] [--encrypted[=MODE]] DOMAIN DESTURI\n"
@@ -76,6 +79,13 @@ static void on_signals() {
   std::exit(2);
 }
 
+// The value of option `name`, an integer in [min, max], or a usage error.
+static int64_t int_option(const std::string& name, const std::string& value, int64_t min, int64_t max) {
+  auto v = parse_integer(value, min, max);
+  if (!v) usage_error(name + ": " + v.error().text());
+  return v.value();
+}
+
 // --encrypted (= required) or --encrypted=MODE; false if `a` is neither.
 static bool encrypted_option(const std::string& a, EncryptMode* mode) {
   if (a == "--encrypted") {
@@ -100,35 +110,10 @@ static int cmd_probe(int argc, char** argv) {
   return 0;
 }
 
-static void print_summary(const json& s) {
-  std::string res = s.value("result", "");
-  if (res != "completed") {
-    std::fprintf(stderr, "encmig: migration %s: %s\n", res == "refused" ? "refused" : "failed",
-                 s.value("error", std::string("unknown error")).c_str());
-    if (s.contains("source-state"))
-      std::fprintf(stderr, "encmig: the VM is %s on the source\n", s["source-state"].get<std::string>().c_str());
-    return;
-  }
-  std::printf("Migration completed %s\n", s.value("encrypted", false) ? "ENCRYPTED (AES-256-GCM)" : "UNENCRYPTED");
-  std::printf("  why:         %s\n", s.value("reason", std::string()).c_str());
-  std::printf("  total time:  %lld ms (setup %lld ms)\n", s.value("total-time-ms", 0LL), s.value("setup-time-ms", 0LL));
-  std::printf("  downtime:    %lld ms\n", s.value("downtime-ms", 0LL));
-  std::printf("  transferred: %.1f MiB at %.1f MB/s\n", s.value("bytes", 0.0) / 1048576.0,
-              s.value("throughput-mbytes-per-s", 0.0));
-  for (const char* k : {"source-encmigd"}) {
-    if (!s.contains(k)) continue;
-    const json& d = s[k].contains("status") ? s[k]["status"] : s[k];
-    if (d.contains("streams")) std::printf("  streams:     %zu through encmigd\n", d["streams"].size());
-  }
-  if (s.contains("destination-state"))
-    std::printf("  destination: %s\n", s["destination-state"].get<std::string>().c_str());
-}
-
 static int finish(const json& s, bool as_json) {
   if (as_json) std::printf("%s\n", s.dump(2).c_str());
   else print_summary(s);
-  std::string res = s.value("result", "");
-  return res == "completed" ? 0 : res == "refused" ? 3 : 1;
+  return summary_exit_code(s);
 }
 
 static int cmd_migrate_direct(int argc, char** argv) {
@@ -151,10 +136,10 @@ static int cmd_migrate_direct(int argc, char** argv) {
     else if (a == "--plain-listen") o.plain_listen = next();
     else if (a == "--plain-connect") o.plain_connect = next();
     else if (a == "--parallel") parallel = true;
-    else if (a == "--parallel-connections") channels = std::stoi(next());
-    else if (a == "--abort-after") o.timeout_s = std::stoi(next());
-    else if (a == "--downtime-limit") o.downtime_limit_ms = std::stoi(next());
-    else if (a == "--bandwidth") o.bandwidth_mib = std::stoi(next());
+    else if (a == "--parallel-connections") channels = int(int_option(a, next(), 1, 255));
+    else if (a == "--abort-after") o.timeout_s = int(int_option(a, next(), 0, 1 << 30));
+    else if (a == "--downtime-limit") o.downtime_limit_ms = int(int_option(a, next(), 0, 1 << 30));
+    else if (a == "--bandwidth") o.bandwidth_mib = int(int_option(a, next(), 0, 1 << 30));
     else if (a == "--json") o.json = true;
     else if (a == "--no-progress") o.progress = false;
     else if (encrypted_option(a, &o.mode)) continue;
@@ -205,11 +190,11 @@ static int cmd_migrate(int argc, char** argv) {
     else if (a == "--migrateuri") o.migrateuri = next();
     else if (a == "--dname") o.dname = next();
     else if (a == "--data-addr") o.data_addr = next();
-    else if (a == "--parallel-connections") o.parallel_connections = std::stoi(next());
-    else if (a == "--timeout") o.timeout_s = std::stoi(next());
+    else if (a == "--parallel-connections") o.parallel_connections = int(int_option(a, next(), 1, 255));
+    else if (a == "--timeout") o.timeout_s = int(int_option(a, next(), 0, 1 << 30));
     else if (a == "--timeout-suspend") continue;  // virsh's default meaning of --timeout
-    else if (a == "--bandwidth") o.bandwidth_mib = std::stoul(next());
-    else if (a == "--handoff-timeout") o.handoff_timeout_ms = std::stoi(next());
+    else if (a == "--bandwidth") o.bandwidth_mib = (unsigned long)int_option(a, next(), 0, int64_t(1) << 40);
+    else if (a == "--handoff-timeout") o.handoff_timeout_ms = int(int_option(a, next(), 1, 1 << 30));
     else if (a == "--verbose") o.progress = true;
     else if (a == "--json") as_json = true;
     else if (EncryptMode m; encrypted_option(a, &m)) o.mode = m;
@@ -246,18 +231,13 @@ static int cmd_policy(int argc, char** argv) {
     else pos.push_back(a);
   }
   if (pos.empty() || pos.size() > 2) usage_error("policy needs DOMAIN [MODE]");
-  libvirt_quiet();
-  auto c = libvirt_open(uri);
-  if (!c) return std::fprintf(stderr, "encmig: %s\n", c.error().text().c_str()), 1;
-  auto d = libvirt_domain(c->get(), pos[0]);
-  if (!d) return std::fprintf(stderr, "encmig: %s\n", d.error().text().c_str()), 1;
+  std::optional<EncryptMode> mode;
   if (pos.size() == 2) {
     auto m = parse_encrypt_mode(pos[1]);
     if (!m || pos[1].empty()) usage_error(m ? "empty mode" : m.error().text());
-    if (auto st = set_policy(d->get(), m.value()); !st)
-      return std::fprintf(stderr, "encmig: %s\n", st.error().text().c_str()), 1;
+    mode = m.value();
   }
-  auto p = get_policy(d->get());
+  auto p = domain_policy(uri, pos[0], mode);
   if (!p) return std::fprintf(stderr, "encmig: %s\n", p.error().text().c_str()), 1;
   std::printf("%s: encrypted migration %s%s\n", pos[0].c_str(), encrypt_mode_name(p->mode),
               p->explicit_set ? "" : " (default)");
@@ -281,18 +261,8 @@ static int cmd_place(int argc, char** argv) {
   o.domain = pos[0];
   o.candidates.assign(pos.begin() + 1, pos.end());
   json r = place_domain(o);
-  if (as_json) {
-    std::printf("%s\n", r.dump(2).c_str());
-  } else if (r.contains("error")) {
-    std::fprintf(stderr, "encmig: %s\n", r["error"].get<std::string>().c_str());
-  } else {
-    std::printf("placing %s (policy %s):\n", o.domain.c_str(), r.value("mode", "").c_str());
-    for (auto& c : r["candidates"])
-      std::printf("  %-4s %-40s %s\n", c["capable"].get<bool>() ? "ok" : "no", c["uri"].get<std::string>().c_str(),
-                  c.value("reason", std::string()).c_str());
-    if (r.contains("chosen")) std::printf("chosen: %s\n", r["chosen"].get<std::string>().c_str());
-    else std::printf("no capable destination\n");
-  }
+  if (as_json) std::printf("%s\n", r.dump(2).c_str());
+  else print_placement(r);
   if (r.contains("error")) return 1;
   return r.contains("chosen") ? 0 : 3;
 }

@@ -10,8 +10,9 @@
 
 #include <thread>
 
-#include "control/daemon.h"
-#include "control/libvirt_agent.h"
+#include "common/args.h"
+#include "daemon/daemon.h"
+#include "daemon/libvirt_agent.h"
 
 using namespace encmig;
 
@@ -42,6 +43,14 @@ int main(int argc, char** argv) {
       }
       return argv[++i];
     };
+    auto number = [&](int64_t min, int64_t max) -> int {
+      auto v = parse_integer(next(), min, max);
+      if (!v) {
+        std::fprintf(stderr, "encmigd: %s: %s\n", a.c_str(), v.error().text().c_str());
+        std::exit(2);
+      }
+      return int(v.value());
+    };
     if (a == "--help" || a == "-h") {
       std::fputs(kUsage, stdout);
       return 0;
@@ -55,7 +64,7 @@ int main(int argc, char** argv) {
       }
       o.data_listen = hp.value();
     } else if (a == "--socket-buffer") {
-      o.socket_buffer = std::stoi(next());
+      o.socket_buffer = number(0, 1 << 30);
     } else if (a == "--libvirt") {
       o.libvirt_uri = next();
       if (o.libvirt_uri == "none") o.libvirt_uri.clear();
@@ -64,11 +73,11 @@ int main(int argc, char** argv) {
     } else if (a == "--qemu-group") {
       o.qemu_group = next();
     } else if (a == "--notsent-lowat") {
-      o.notsent_lowat = std::stoi(next());
+      o.notsent_lowat = number(0, 1 << 30);
     } else if (a == "--order-timeout") {
-      o.order_timeout_ms = std::stoi(next());
+      o.order_timeout_ms = number(1, 1 << 30);
     } else if (a == "--handshake-timeout") {
-      o.handshake_timeout_ms = std::stoi(next());
+      o.handshake_timeout_ms = number(1, 1 << 30);
     } else {
       std::fprintf(stderr, "encmigd: unknown option %s\n%s", a.c_str(), kUsage);
       return 2;

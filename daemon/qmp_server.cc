@@ -1,4 +1,4 @@
-#include "control/qmp_server.h"
+#include "daemon/qmp_server.h"
 
 #include <poll.h>
 #include <sys/eventfd.h>
@@ -8,39 +8,10 @@
 
 #include <cerrno>
 
+#include "common/qmp.h"
 #include "crypto/secret.h"
 
 namespace encmig {
-
-std::vector<std::string> split_json_objects(std::string& buf) {
-  std::vector<std::string> out;
-  int depth = 0;
-  bool in_str = false, esc = false;
-  size_t start = std::string::npos, consumed = 0;
-  for (size_t i = 0; i < buf.size(); i++) {
-    char c = buf[i];
-    if (in_str) {
-      if (esc) esc = false;
-      else if (c == '\\') esc = true;
-      else if (c == '"') in_str = false;
-      continue;
-    }
-    if (c == '"') in_str = true;
-    else if (c == '{') {
-      if (depth++ == 0) start = i;
-    } else if (c == '}' && depth > 0) {
-      if (--depth == 0) {
-        out.push_back(buf.substr(start, i + 1 - start));
-        consumed = i + 1;
-      }
-    } else if (depth == 0 && !isspace(static_cast<unsigned char>(c))) {
-      out.push_back(std::string(1, c));  // garbage outside an object: reported as a parse error
-      consumed = i + 1;
-    }
-  }
-  buf.erase(0, consumed);
-  return out;
-}
 
 Result<std::unique_ptr<QmpServer>> QmpServer::create(const std::string& path, json version, Handler handler) {
   auto fd = unix_listen(path, 0600);
@@ -100,7 +71,7 @@ void QmpServer::handle(Client& c, std::string& text) {
     return err("CommandNotFound", "Expecting capabilities negotiation with 'qmp_capabilities'", id);
   auto res = handler_(cmd, args);
   if (!res.ok()) {
-    bool unknown = res.error().code == ErrorCode::kNotReady && res.error().detail.rfind("command not found", 0) == 0;
+    bool unknown = res.error().code == ErrorCode::kCommandNotFound;
     return err(unknown ? "CommandNotFound" : "GenericError", res.error().message(), id);
   }
   json r{{"return", res.value()}};

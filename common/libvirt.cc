@@ -1,4 +1,4 @@
-#include "control/libvirt.h"
+#include "common/libvirt.h"
 
 #include <libvirt/virterror.h>
 

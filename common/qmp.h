@@ -1,4 +1,5 @@
-// A small blocking QMP client, for QEMU's monitor and encmigd's control socket.
+// QMP framing and a small blocking QMP client, for QEMU's monitor and
+// encmigd's control socket.
 #pragma once
 #include <nlohmann/json.hpp>
 #include <string>
@@ -6,7 +7,6 @@
 
 #include "crypto/result.h"
 #include "migration/socket.h"
-#include "migration/wire.h"
 
 namespace encmig {
 
@@ -30,7 +30,7 @@ class QmpClient {
   std::vector<json> events_;
 };
 
-// Asks a daemon's data port what it can do (docs/protocol.md, "Capability probe").
-Result<wire::ProbeReply> probe_daemon(const HostPort& hp, int timeout_ms);
+// Splits complete top-level JSON objects off the front of `buf`.
+std::vector<std::string> split_json_objects(std::string& buf);
 
 }  // namespace encmig

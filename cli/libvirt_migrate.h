@@ -5,9 +5,8 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
-#include <vector>
 
-#include "control/policy.h"
+#include "cli/policy.h"
 
 namespace encmig {
 
@@ -30,14 +29,10 @@ struct LibvirtMigrateOptions {
 // Runs the migration; returns the summary ("result": "completed" | "failed" | "refused").
 nlohmann::json migrate_libvirt(const LibvirtMigrateOptions& o, const std::atomic<bool>& interrupted);
 
-struct PlaceOptions {
-  std::string connect_uri;
-  std::string domain;
-  std::vector<std::string> candidates;  // libvirt URIs
-  std::optional<EncryptMode> mode;
-  int timeout_ms = 3000;
-};
-// Picks a destination for the domain; explains every candidate.
-nlohmann::json place_domain(const PlaceOptions& o);
+// "HOST:PORT" of the destination daemon's data port: --data-addr (with or
+// without a port), else DESTURI's host and the default port; "" if unknown.
+std::string data_address(const std::string& data_addr, const std::string& desturi);
+// The host's name as libvirt reports it, or `fallback`.
+std::string libvirt_host_name(virConnectPtr c, const std::string& fallback);
 
 }  // namespace encmig

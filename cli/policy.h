@@ -1,4 +1,5 @@
 // Per-VM encryption policy: Disabled, Opportunistic (default) or Required,
+// and the one decision each mode makes,
 // kept in the domain's libvirt metadata under encmig's XML namespace:
 //
 //   <metadata>
@@ -7,9 +8,10 @@
 #pragma once
 #include <libvirt/libvirt.h>
 
+#include <optional>
 #include <string>
 
-#include "crypto/result.h"
+#include "migration/wire.h"  // ErrorCode
 
 namespace encmig {
 
@@ -31,5 +33,15 @@ Result<DomainPolicy> get_policy(virDomainPtr dom);
 // Writes it to the live and the persistent definition, whichever exist, so it
 // travels with the domain on migration and survives restarts.
 Status set_policy(virDomainPtr dom, EncryptMode mode);
+// `encmig policy`: on the domain behind libvirt `uri`, sets the policy if
+// `mode` is given, then reads it back.
+Result<DomainPolicy> domain_policy(const std::string& uri, const std::string& domain, std::optional<EncryptMode> mode);
+
+// The one decision every command makes (migrate over libvirt or QMP, place):
+// Disabled migrates in plain text; otherwise encrypt when both hosts can, and
+// when they cannot, Opportunistic falls back to plain text with a warning and
+// Required refuses, leaving the VM where it is.
+enum class EncryptOutcome { kEncrypt, kPlain, kRefuse };
+EncryptOutcome decide_encryption(EncryptMode mode, bool can_encrypt);
 
 }  // namespace encmig

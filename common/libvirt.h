@@ -6,7 +6,7 @@
 #include <memory>
 #include <string>
 
-#include "crypto/result.h"
+#include "migration/wire.h"  // ErrorCode
 
 namespace encmig {
 

@@ -5,8 +5,7 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
-#include "control/policy.h"
-#include "crypto/result.h"
+#include "cli/policy.h"
 
 namespace encmig {
 

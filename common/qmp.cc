@@ -1,13 +1,42 @@
-#include "control/qmp_client.h"
+#include "common/qmp.h"
 
 #include <unistd.h>
 
 #include <cerrno>
 
-#include "control/qmp_server.h"
-#include "migration/handshake.h"
+#include "crypto/secret.h"
 
 namespace encmig {
+
+std::vector<std::string> split_json_objects(std::string& buf) {
+  std::vector<std::string> out;
+  int depth = 0;
+  bool in_str = false, esc = false;
+  size_t start = std::string::npos, consumed = 0;
+  for (size_t i = 0; i < buf.size(); i++) {
+    char c = buf[i];
+    if (in_str) {
+      if (esc) esc = false;
+      else if (c == '\\') esc = true;
+      else if (c == '"') in_str = false;
+      continue;
+    }
+    if (c == '"') in_str = true;
+    else if (c == '{') {
+      if (depth++ == 0) start = i;
+    } else if (c == '}' && depth > 0) {
+      if (--depth == 0) {
+        out.push_back(buf.substr(start, i + 1 - start));
+        consumed = i + 1;
+      }
+    } else if (depth == 0 && !isspace(static_cast<unsigned char>(c))) {
+      out.push_back(std::string(1, c));  // garbage outside an object: reported as a parse error
+      consumed = i + 1;
+    }
+  }
+  buf.erase(0, consumed);
+  return out;
+}
 
 Result<QmpClient> QmpClient::connect(const std::string& path, int timeout_ms) {
   auto fd = unix_connect(path);
@@ -70,20 +99,6 @@ std::vector<json> QmpClient::take_events() {
   std::vector<json> e;
   e.swap(events_);
   return e;
-}
-
-Result<wire::ProbeReply> probe_daemon(const HostPort& hp, int timeout_ms) {
-  auto fd = tcp_connect(hp, SocketOptions{}, timeout_ms);
-  if (!fd) return fd.error();
-  set_recv_timeout(fd->get(), timeout_ms);
-  wire::Hello h;
-  h.kind = wire::Kind::kProbe;
-  uint8_t raw[wire::kHelloSize];
-  wire::encode_hello(h, raw);
-  if (auto st = write_all(fd->get(), raw, sizeof raw); !st) return st.error();
-  uint8_t reply[wire::kProbeReplySize];
-  if (auto st = read_exact(fd->get(), reply, sizeof reply); !st) return st.error();
-  return wire::decode_probe_reply(reply);
 }
 
 }  // namespace encmig

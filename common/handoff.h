@@ -1,4 +1,6 @@
-// Key hand-off through libvirt secrets: the format both encmig and encmigd use.
+// Key hand-off through libvirt secrets: the message format both encmig and
+// encmigd use. encmig's end is cli/host_secret.h, encmigd's is
+// daemon/libvirt_agent.h.
 //
 // For each migration, encmig defines one ephemeral, non-private secret on each
 // host through libvirt's own authenticated connection:
@@ -19,7 +21,7 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
-#include "crypto/result.h"
+#include "migration/wire.h"  // ErrorCode
 
 namespace encmig::handoff {
 
@@ -38,44 +40,5 @@ Result<json> parse(const std::string& secret_xml);
 // Per-migration socket paths under a daemon's run directory.
 std::string migrate_path(const std::string& run_dir, const std::string& id);
 std::string nbd_path(const std::string& run_dir, const std::string& id);
-
-}  // namespace encmig::handoff
-
-#include <chrono>
-#include <functional>
-
-#include "control/libvirt.h"
-#include "migration/key_schedule.h"
-
-namespace encmig::handoff {
-
-// encmig's end of one hand-off secret on one host. Undefines the secret on
-// destruction, so every exit path (success, failure, Ctrl-C) cleans up.
-class HostSecret {
- public:
-  HostSecret() = default;
-  HostSecret(HostSecret&&) = default;
-  HostSecret& operator=(HostSecret&&) = default;
-  ~HostSecret() { undefine(); }
-
-  // Defines the secret and, for a migration, sets its value to key || nonce.
-  static Result<HostSecret> define(virConnectPtr c, const std::string& host, const std::string& usage,
-                                   const json& request, const MigrationSecrets* secrets);
-  // The daemon's answer so far (the description JSON), re-read from libvirt.
-  Result<json> read() const;
-  // Waits until the daemon answered ("state" present), or the deadline.
-  Result<json> wait_answer(std::chrono::milliseconds timeout, const std::function<bool()>& interrupted) const;
-  void undefine();
-  const std::string& host() const { return host_; }
-
- private:
-  VirSecret s_;
-  std::string host_;
-};
-
-// Asks the encmigd on the host behind `c` whether it is there, through
-// libvirt; with `peer`, it also probes that data port. Returns its answer.
-Result<json> probe_host(virConnectPtr c, const std::string& host, const std::string& peer,
-                        std::chrono::milliseconds timeout);
 
 }  // namespace encmig::handoff

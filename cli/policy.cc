@@ -1,6 +1,6 @@
-#include "control/policy.h"
+#include "cli/policy.h"
 
-#include "control/libvirt.h"
+#include "common/libvirt.h"
 
 namespace encmig {
 
@@ -46,6 +46,23 @@ Status set_policy(virDomainPtr dom, EncryptMode mode) {
   if (virDomainSetMetadata(dom, VIR_DOMAIN_METADATA_ELEMENT, xml.c_str(), kPolicyPrefix, kPolicyNamespace, flags) != 0)
     return make_error(ErrorCode::kIo, "cannot set the domain's metadata: " + libvirt_error());
   return {};
+}
+
+Result<DomainPolicy> domain_policy(const std::string& uri, const std::string& domain, std::optional<EncryptMode> mode) {
+  libvirt_quiet();
+  auto c = libvirt_open(uri);
+  if (!c) return c.error();
+  auto d = libvirt_domain(c->get(), domain);
+  if (!d) return d.error();
+  if (mode)
+    if (auto st = set_policy(d->get(), *mode); !st) return st.error();
+  return get_policy(d->get());
+}
+
+EncryptOutcome decide_encryption(EncryptMode mode, bool can_encrypt) {
+  if (mode == EncryptMode::kDisabled) return EncryptOutcome::kPlain;
+  if (can_encrypt) return EncryptOutcome::kEncrypt;
+  return mode == EncryptMode::kRequired ? EncryptOutcome::kRefuse : EncryptOutcome::kPlain;
 }
 
 }  // namespace encmig

@@ -49,7 +49,4 @@ class QmpServer {
   bool stop_ = false;
 };
 
-// Splits complete top-level JSON objects off the front of `buf`.
-std::vector<std::string> split_json_objects(std::string& buf);
-
 }  // namespace encmig

@@ -1,4 +1,4 @@
-// encmigd's side of the libvirt key hand-off (control/handoff.h): watches the
+// encmigd's side of the libvirt key hand-off (common/handoff.h): watches the
 // local libvirtd for encmig secrets, arms migrations from them, answers with
 // readiness and state, and ends a migration when its secret goes away.
 #pragma once
@@ -8,8 +8,8 @@
 #include <memory>
 #include <string>
 
-#include "control/daemon.h"
-#include "control/libvirt.h"
+#include "common/libvirt.h"
+#include "daemon/daemon.h"
 
 namespace encmig {
 
@@ -36,7 +36,9 @@ class LibvirtAgent {
   };
   bool poll(virConnectPtr c);
   void handle_new(virConnectPtr c, virSecretPtr s, Entry& e);
+  void answer_probe(virConnectPtr c, Entry& e, json base);
   Result<std::shared_ptr<Migration>> arm(virSecretPtr s, Entry& e);
+  void chown_sockets(const MigrationConfig& cfg);
   void answer(virConnectPtr c, Entry& e, json reply);
   void refresh(virConnectPtr c, Entry& e);
   void forget(Entry& e);

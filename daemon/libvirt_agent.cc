@@ -1,4 +1,4 @@
-#include "control/libvirt_agent.h"
+#include "daemon/libvirt_agent.h"
 
 #include <grp.h>
 #include <sys/stat.h>
@@ -9,8 +9,10 @@
 #include <set>
 #include <thread>
 
-#include "control/handoff.h"
-#include "control/qmp_client.h"
+#include "common/handoff.h"
+#include "daemon/arm_request.h"
+#include "migration/handshake_io.h"
+#include "migration/log.h"
 
 namespace encmig {
 
@@ -48,15 +50,15 @@ void LibvirtAgent::run() {
   while (!stop_) {
     auto c = libvirt_open(uri);
     if (!c) {
-      if (!said_down) d_.log("libvirt: " + c.error().text() + " (retrying every second)");
+      if (!said_down) log_line("libvirt: " + c.error().text() + " (retrying every second)");
       said_down = true;
       std::this_thread::sleep_for(std::chrono::seconds(1));
       continue;
     }
-    d_.log("libvirt: watching " + uri + " for encmig key hand-offs");
+    log_line("libvirt: watching " + uri + " for encmig key hand-offs");
     said_down = false;
     while (!stop_ && poll(c->get())) std::this_thread::sleep_for(kPollInterval);
-    if (!stop_) d_.log("libvirt: lost connection to " + uri + ": " + libvirt_error());
+    if (!stop_) log_line("libvirt: lost connection to " + uri + ": " + libvirt_error());
   }
 }
 
@@ -86,7 +88,7 @@ bool LibvirtAgent::poll(virConnectPtr c) {
     else refresh(c, e);
     // A secret its owner never removed: ours to clean up.
     if (e.done && Clock::now() - e.ended > kStaleAfterEnd) {
-      d_.log((e.probe ? "probe " : "migration ") + e.id + ": removing the hand-off secret left behind");
+      log_line((e.probe ? "probe " : "migration ") + e.id + ": removing the hand-off secret left behind");
       virSecretUndefine(s.get());
     }
   }
@@ -117,26 +119,13 @@ void LibvirtAgent::handle_new(virConnectPtr c, virSecretPtr s, Entry& e) {
   }
   e.request = req.value();
   json base{{"daemon", kSoftware}, {"data-port", d_.data_port()}, {"protocol", {wire::kVersion}}};
-  if (e.probe) {
-    json r = base;
-    r["state"] = "ready";
-    if (e.request.contains("peer") && e.request["peer"].is_string()) {
-      auto hp = HostPort::parse(e.request["peer"].get<std::string>());
-      auto pr = hp ? probe_daemon(hp.value(), 2000) : Result<wire::ProbeReply>(hp.error());
-      if (pr) r["peer-daemon"] = pr->software;
-      else r["peer-error"] = pr.error().text();
-    }
-    answer(c, e, r);
-    e.done = true;
-    e.ended = Clock::now();
-    return;
-  }
+  if (e.probe) return answer_probe(c, e, base);
   auto mig = arm(s, e);
   if (!mig) {
     if (mig.error().code == ErrorCode::kNotReady) {  // value not set yet: try again next poll
       if (Clock::now() - e.seen < kValueWait) return;
     }
-    d_.log("migration " + e.id + ": hand-off refused: " + mig.error().text());
+    log_line("migration " + e.id + ": hand-off refused: " + mig.error().text());
     json r = base;
     r["state"] = "failed";
     r["detail"] = mig.error().text();
@@ -149,67 +138,63 @@ void LibvirtAgent::handle_new(virConnectPtr c, virSecretPtr s, Entry& e) {
   json r = base;
   r["state"] = "ready";
   r["path"] = handoff::migrate_path(d_.options().run_dir, e.id);
-  if (e.request.value("nbd", false)) r["nbd-path"] = handoff::nbd_path(d_.options().run_dir, e.id);
+  if (!e.mig->config().qemu_nbd_path.empty() || !e.mig->config().nbd_listen_path.empty())
+    r["nbd-path"] = handoff::nbd_path(d_.options().run_dir, e.id);
   answer(c, e, r);
 }
 
+void LibvirtAgent::answer_probe(virConnectPtr c, Entry& e, json r) {
+  r["state"] = "ready";
+  if (auto it = e.request.find("peer"); it != e.request.end() && it->is_string()) {
+    auto hp = HostPort::parse(it->get<std::string>());
+    auto pr = hp ? probe_daemon(hp.value(), 2000) : Result<wire::ProbeReply>(hp.error());
+    if (pr) r["peer-daemon"] = pr->software;
+    else r["peer-error"] = pr.error().text();
+  }
+  answer(c, e, r);
+  e.done = true;
+  e.ended = Clock::now();
+}
+
+// The hand-off's steps: parse the request, check the destination daemon
+// answers (source), take the key out of libvirt, make the socket directory,
+// arm, and let QEMU's group use the sockets.
 Result<std::shared_ptr<Migration>> LibvirtAgent::arm(virSecretPtr s, Entry& e) {
-  const json& q = e.request;
-  auto id = id_from_hex(e.id);
-  if (!id) return id.error();
-  std::string role = q.value("role", "");
-  if (role != "source" && role != "destination")
-    return make_error(ErrorCode::kInvalidArgument, "role must be 'source' or 'destination'");
-  MigrationConfig cfg;
-  cfg.id = id.value();
-  cfg.role = role == "source" ? MigrationRole::kSource : MigrationRole::kDestination;
-  cfg.expected_streams = q.value("streams", 0);
-  bool nbd = q.value("nbd", false);
   const std::string& run = d_.options().run_dir;
-  if (cfg.role == MigrationRole::kSource) {
-    auto peer = HostPort::parse(q.value("peer", ""));
-    if (!peer) return peer.error();
-    cfg.peer = peer.value();
+  auto cfg = parse_arm_request(e.request, ArmChannel::kHandoff, e.id, run);
+  if (!cfg) return cfg.error();
+  if (cfg->role == MigrationRole::kSource) {
     // The destination daemon must answer before QEMU is told anything.
-    auto pr = probe_daemon(cfg.peer, 3000);
-    if (!pr) return make_error(pr.error().code, "destination encmigd at " + q.value("peer", "") + " does not answer: " +
-                                                    pr.error().text());
-    cfg.listen_path = handoff::migrate_path(run, e.id);
-    if (nbd) cfg.nbd_listen_path = handoff::nbd_path(run, e.id);
-  } else {
-    cfg.qemu_path = handoff::migrate_path(run, e.id);
-    if (nbd) cfg.qemu_nbd_path = handoff::nbd_path(run, e.id);
+    auto pr = probe_daemon(cfg->peer, 3000);
+    if (!pr)
+      return make_error(pr.error().code, "destination encmigd at " + cfg->peer.str() + " does not answer: " + pr.error().text());
   }
 
   size_t size = 0;
   unsigned char* v = virSecretGetValue(s, &size, 0);
   if (!v) return make_error(ErrorCode::kNotReady, "the secret has no value yet");
-  MigrationSecrets sec;
-  sec.id = cfg.id;
-  if (size == handoff::kValueSize) {
-    auto k = Secret::from_bytes({v, wire::kKeySize});
-    if (k) sec.key = std::move(k.value());
-    std::memcpy(sec.nonce.data(), v + wire::kKeySize, sec.nonce.size());
-  }
+  auto sec = secrets_from_value(v, size, cfg->id);
   secure_wipe(v, size);
   free(v);
   // The key now lives only here: leave libvirtd a single zero byte.
   unsigned char zero = 0;
   virSecretSetValue(s, &zero, 1, 0);
-  if (size != handoff::kValueSize) return make_error(ErrorCode::kInvalidArgument, "the secret's value has the wrong size");
-  if (sec.key.empty()) return make_error(ErrorCode::kInternal, "cannot hold the key");
+  if (!sec) return sec.error();
 
   prepare_dir(e.id);
-  auto mig = d_.arm_migration(std::move(cfg), std::move(sec));
+  auto mig = d_.arm_migration(cfg.value(), std::move(sec.value()));
   if (!mig) {
     remove_dir(e.id);
     return mig.error();
   }
-  if (qemu_gid_ >= 0 && role == "source") {
-    (void)chown(handoff::migrate_path(run, e.id).c_str(), 0, gid_t(qemu_gid_));
-    if (nbd) (void)chown(handoff::nbd_path(run, e.id).c_str(), 0, gid_t(qemu_gid_));
-  }
+  chown_sockets(cfg.value());
   return mig;
+}
+
+void LibvirtAgent::chown_sockets(const MigrationConfig& cfg) {
+  if (qemu_gid_ < 0 || cfg.role != MigrationRole::kSource) return;
+  for (const std::string& p : {cfg.listen_path, cfg.nbd_listen_path})
+    if (!p.empty()) (void)chown(p.c_str(), 0, gid_t(qemu_gid_));
 }
 
 void LibvirtAgent::answer(virConnectPtr c, Entry& e, json reply) {
@@ -218,7 +203,7 @@ void LibvirtAgent::answer(virConnectPtr c, Entry& e, json reply) {
   e.reply = d;
   std::string xml = handoff::secret_xml(e.usage, d, e.uuid);
   virSecretPtr s = virSecretDefineXML(c, xml.c_str(), 0);
-  if (!s) d_.log("migration " + e.id + ": cannot answer through libvirt: " + libvirt_error());
+  if (!s) log_line("migration " + e.id + ": cannot answer through libvirt: " + libvirt_error());
   else virSecretFree(s);
 }
 
@@ -226,7 +211,7 @@ void LibvirtAgent::refresh(virConnectPtr c, Entry& e) {
   if (!e.mig || e.done) return;
   MigrationState st = e.mig->state();
   if (st == MigrationState::kArmed && Clock::now() - e.seen > kIdleArmed) {
-    d_.log("migration " + e.id + ": armed but unused for 10 minutes, cancelling");
+    log_line("migration " + e.id + ": armed but unused for 10 minutes, cancelling");
     (void)d_.end_migration(e.id, true);
     st = e.mig->state();
   }
@@ -248,7 +233,7 @@ void LibvirtAgent::forget(Entry& e) {
   if (e.mig) {
     bool live = !terminal(e.mig->state());
     (void)d_.end_migration(e.id, live);
-    d_.log("migration " + e.id + (live ? ": hand-off secret removed while streams were open; cancelled"
+    log_line("migration " + e.id + (live ? ": hand-off secret removed while streams were open; cancelled"
                                        : ": hand-off secret removed; migration forgotten"));
     remove_dir(e.id);
     e.mig.reset();

@@ -1,0 +1,408 @@
+#include "cli/libvirt_migrate.h"
+
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <thread>
+
+#include "cli/host_secret.h"
+#include "common/libvirt.h"
+#include "migration/session.h"
+
+namespace encmig {
+
+using nlohmann::json;
+using Clock = std::chrono::steady_clock;
+
+std::string data_address(const std::string& data_addr, const std::string& desturi) {
+  if (!data_addr.empty()) {
+    if (HostPort::parse(data_addr)) return data_addr;
+    return HostPort{data_addr, wire::kDefaultPort}.str();
+  }
+  std::string h = libvirt_uri_host(desturi);
+  return h.empty() ? "" : HostPort{h, wire::kDefaultPort}.str();
+}
+
+std::string libvirt_host_name(virConnectPtr c, const std::string& fallback) {
+  char* h = virConnectGetHostname(c);
+  if (!h) return fallback;
+  std::string s(h);
+  free(h);
+  return s;
+}
+
+namespace {
+
+long long ms_since(Clock::time_point t) {
+  return std::llround(std::chrono::duration<double, std::milli>(Clock::now() - t).count());
+}
+
+// Typed parameters, freed on scope exit.
+struct Params {
+  virTypedParameterPtr p = nullptr;
+  int n = 0, max = 0;
+  ~Params() { virTypedParamsFree(p, n); }
+  void str(const char* k, const std::string& v) { virTypedParamsAddString(&p, &n, &max, k, v.c_str()); }
+  void i(const char* k, int v) { virTypedParamsAddInt(&p, &n, &max, k, v); }
+  void ull(const char* k, unsigned long long v) { virTypedParamsAddULLong(&p, &n, &max, k, v); }
+};
+
+struct JobNumbers {
+  bool ok = false;
+  unsigned long long elapsed_ms = 0, downtime_ms = 0, setup_ms = 0, data_total = 0, data_processed = 0,
+                     data_remaining = 0, memory_bps = 0, disk_processed = 0, memory_processed = 0;
+};
+
+JobNumbers job_stats(virDomainPtr d, unsigned flags) {
+  JobNumbers j;
+  int type = 0, n = 0;
+  virTypedParameterPtr p = nullptr;
+  if (virDomainGetJobStats(d, &type, &p, &n, flags) != 0) {
+    virResetLastError();
+    return j;
+  }
+  j.ok = type != VIR_DOMAIN_JOB_NONE;
+  virTypedParamsGetULLong(p, n, VIR_DOMAIN_JOB_TIME_ELAPSED, &j.elapsed_ms);
+  virTypedParamsGetULLong(p, n, VIR_DOMAIN_JOB_DOWNTIME, &j.downtime_ms);
+  virTypedParamsGetULLong(p, n, VIR_DOMAIN_JOB_SETUP_TIME, &j.setup_ms);
+  virTypedParamsGetULLong(p, n, VIR_DOMAIN_JOB_DATA_TOTAL, &j.data_total);
+  virTypedParamsGetULLong(p, n, VIR_DOMAIN_JOB_DATA_PROCESSED, &j.data_processed);
+  virTypedParamsGetULLong(p, n, VIR_DOMAIN_JOB_DATA_REMAINING, &j.data_remaining);
+  virTypedParamsGetULLong(p, n, VIR_DOMAIN_JOB_MEMORY_BPS, &j.memory_bps);
+  virTypedParamsGetULLong(p, n, VIR_DOMAIN_JOB_DISK_PROCESSED, &j.disk_processed);
+  virTypedParamsGetULLong(p, n, VIR_DOMAIN_JOB_MEMORY_PROCESSED, &j.memory_processed);
+  virTypedParamsFree(p, n);
+  return j;
+}
+
+void progress_line(const JobNumbers& j, bool encrypted) {
+  if (!j.ok || j.data_total == 0) return;
+  int pct = int(100.0 * double(j.data_total - std::min(j.data_remaining, j.data_total)) / double(j.data_total));
+  int bars = pct / 5;
+  std::string bar(bars, '#');
+  bar += std::string(20 - bars, ' ');
+  double mbps = j.memory_bps / 1e6;
+  std::string eta = j.memory_bps ? std::to_string(j.data_remaining / j.memory_bps) + "s" : "--";
+  std::fprintf(stderr, "\rMigration: [%s] %3d %%  %7.1f MB/s  ETA %-5s %s", bar.c_str(), pct, mbps, eta.c_str(),
+               encrypted ? "encrypted" : "UNENCRYPTED");
+  std::fflush(stderr);
+}
+
+std::string domain_state(virDomainPtr d) {
+  int st = 0, reason = 0;
+  if (virDomainGetState(d, &st, &reason, 0) != 0) return "unknown";
+  switch (st) {
+    case VIR_DOMAIN_RUNNING: return "running";
+    case VIR_DOMAIN_PAUSED: return "paused";
+    case VIR_DOMAIN_SHUTOFF: return "shut off";
+    default: return "state " + std::to_string(st);
+  }
+}
+
+// One run of `encmig migrate` over libvirt, in the order of its steps:
+// policy, key hand-off and the encryption decision, libvirt's parameters,
+// the migration job watched to its end, the daemons' reports, the summary.
+class LibvirtMigration {
+ public:
+  LibvirtMigration(const LibvirtMigrateOptions& o, const std::atomic<bool>& interrupted)
+      : o_(o), interrupted_(interrupted) {}
+
+  json run() {
+    libvirt_quiet();
+    out_ = json{{"domain", o_.domain}, {"destination", o_.desturi}, {"result", "failed"}, {"encrypted", false}};
+    if (auto st = open_source(); !st) return fail(st.error().text());
+    if (auto st = choose_mode(); !st) return fail(st.error().text());
+    if (auto st = open_destination(); !st) return out_;
+    if (auto st = decide(); !st) return out_;
+    Params params;
+    fill_params(params);
+    drive(params);
+    collect_daemon_reports();
+    src_secret_.undefine();
+    dst_secret_.undefine();
+    out_["libvirt-ms"] = std::llround(wall_ms_);
+    out_["wall-ms"] = ms_since(t0_);
+    return rc_ == 0 ? summarize_success() : summarize_failure();
+  }
+
+ private:
+  json fail(const std::string& msg) {
+    out_["error"] = msg;
+    return out_;
+  }
+  bool p2p() const { return o_.flags & VIR_MIGRATE_PEER2PEER; }
+  bool storage() const { return o_.flags & (VIR_MIGRATE_NON_SHARED_DISK | VIR_MIGRATE_NON_SHARED_INC); }
+  bool parallel() const { return o_.flags & VIR_MIGRATE_PARALLEL; }
+  int channels() const { return parallel() ? (o_.parallel_connections > 0 ? o_.parallel_connections : 2) : 0; }
+
+  Status open_source() {
+    auto sc = libvirt_open(o_.connect_uri);
+    if (!sc) return sc.error();
+    src_ = std::move(sc.value());
+    auto dom = libvirt_domain(src_.get(), o_.domain);
+    if (!dom) return dom.error();
+    dom_ = std::move(dom.value());
+    return {};
+  }
+
+  // --encrypted=MODE overrides the domain's policy.
+  Status choose_mode() {
+    auto pol = get_policy(dom_.get());
+    if (!pol) return pol.error();
+    mode_ = o_.mode.value_or(pol->mode);
+    why_mode_ = o_.mode ? std::string("--encrypted=") + encrypt_mode_name(mode_)
+                        : std::string("policy ") + encrypt_mode_name(mode_) + (pol->explicit_set ? "" : " (default)");
+    out_["mode"] = encrypt_mode_name(mode_);
+    out_["policy"] = encrypt_mode_name(pol->mode);
+    return {};
+  }
+
+  // The destination connection: for the hand-off, for non-p2p migration, and
+  // for the final numbers. Fails (with the summary filled in) only when the
+  // run cannot go on without it.
+  Status open_destination() {
+    auto dc = libvirt_open(o_.desturi);
+    if (dc) {
+      dst_ = std::move(dc.value());
+    } else {
+      dst_error_ = dc.error().text();
+      if (mode_ != EncryptMode::kDisabled || !p2p()) {
+        if (mode_ == EncryptMode::kRequired) {
+          out_["result"] = "refused";
+          fail("refusing to migrate (" + why_mode_ + "): " + dst_error_ + "; the VM stays where it is");
+          return dc.error();
+        }
+        if (!p2p()) {
+          fail(dst_error_);
+          return dc.error();
+        }
+      }
+    }
+    src_host_ = libvirt_host_name(src_.get(), "source");
+    dst_host_ = dst_ ? libvirt_host_name(dst_.get(), libvirt_uri_host(o_.desturi)) : libvirt_uri_host(o_.desturi);
+    return {};
+  }
+
+  // A fresh key, nonce and id for this migration only, handed to both hosts.
+  Status hand_off_keys() {
+    std::string peer = data_address(o_.data_addr, o_.desturi);
+    if (peer.empty())
+      return make_error(ErrorCode::kInvalidArgument, "cannot tell the destination's address from " + o_.desturi + "; use --data-addr");
+    auto sec = MigrationSecrets::generate();
+    if (!sec) return sec.error();
+    id_ = id_hex(sec->id);
+    std::string usage = std::string(handoff::kUsagePrefix) + id_;
+    json common{{"encmig", handoff::kFormat}, {"streams", 1 + channels()}, {"nbd", storage()}, {"domain", o_.domain}};
+    json dreq = common, sreq = common;
+    dreq["role"] = "destination";
+    sreq["role"] = "source";
+    sreq["peer"] = peer;
+    // Destination first, so its daemon is ready before the source's probes it.
+    auto da = hand_off_to(dst_.get(), dst_host_, usage, dreq, sec.value(), "destination", dst_secret_);
+    if (!da) return da.error();
+    auto sa = hand_off_to(src_.get(), src_host_, usage, sreq, sec.value(), "source", src_secret_);
+    if (!sa) return sa.error();
+    path_ = sa->value("path", "");
+    nbd_path_ = sa->value("nbd-path", "");
+    if (path_ != da->value("path", "") || nbd_path_ != da->value("nbd-path", ""))
+      return make_error(ErrorCode::kInvalidArgument, "the hosts' encmigd use different --run-dir; libvirt needs one path on both");
+    out_["source-daemon"] = sa->value("daemon", "");
+    out_["destination-daemon"] = da->value("daemon", "");
+    return {};
+  }
+
+  Result<json> hand_off_to(virConnectPtr c, const std::string& host, const std::string& usage, const json& req,
+                           const MigrationSecrets& sec, const char* side, handoff::HostSecret& slot) {
+    auto h = handoff::HostSecret::define(c, host, usage, req, &sec);
+    if (!h) return h.error();
+    slot = std::move(h.value());
+    auto a = slot.wait_answer(std::chrono::milliseconds(o_.handoff_timeout_ms), [this] { return interrupted_.load(); });
+    if (!a) return make_error(a.error().code, a.error().text() + " (" + side + ")");
+    if (a->value("state", "") != "ready")
+      return make_error(ErrorCode::kNotReady, "encmigd on " + host + ": " + a->value("detail", std::string("not ready")));
+    return a;
+  }
+
+  // The mode and what the hand-off found decide: encrypt, fall back, or refuse.
+  Status decide() {
+    Status handed = make_error(ErrorCode::kNotReady, dst_error_);
+    if (mode_ != EncryptMode::kDisabled && dst_) handed = hand_off_keys();
+    if (!handed.ok()) {
+      src_secret_.undefine();
+      dst_secret_.undefine();
+    }
+    if (mode_ != EncryptMode::kDisabled && !handed.ok() && interrupted_) {
+      fail("interrupted before the migration started; the VM was not touched");
+      return make_error(ErrorCode::kCancelled);
+    }
+    switch (decide_encryption(mode_, handed.ok())) {
+      case EncryptOutcome::kEncrypt:
+        encrypted_ = true;
+        why_ = why_mode_ + "; encmigd on both hosts (" + src_host_ + ", " + dst_host_ + ") armed with a fresh key";
+        break;
+      case EncryptOutcome::kRefuse:
+        out_["result"] = "refused";
+        out_["reason"] = handed.error().text();
+        fail("refusing to migrate " + o_.domain + " unencrypted (" + why_mode_ + "): " + handed.error().text() +
+             "; the VM keeps running on " + src_host_);
+        return make_error(ErrorCode::kPolicy);
+      case EncryptOutcome::kPlain:
+        if (mode_ == EncryptMode::kDisabled) {
+          why_ = why_mode_;
+        } else if (!dst_) {
+          why_ = why_mode_ + ": " + dst_error_;
+        } else {
+          why_ = why_mode_ + ": " + handed.error().text() + "; migrated UNENCRYPTED";
+          std::fprintf(stderr, "encmig: warning: %s cannot be encrypted: %s; falling back to an unencrypted migration (%s)\n",
+                       o_.domain.c_str(), handed.error().text().c_str(), why_mode_.c_str());
+        }
+        break;
+    }
+    out_["encrypted"] = encrypted_;
+    out_["reason"] = why_;
+    out_["handoff-ms"] = ms_since(t0_);
+    if (!id_.empty()) out_["migration-id"] = id_;
+    return {};
+  }
+
+  void fill_params(Params& params) const {
+    if (encrypted_) {
+      params.str(VIR_MIGRATE_PARAM_URI, "unix://" + path_);
+      if (storage()) params.str(VIR_MIGRATE_PARAM_DISKS_URI, "unix://" + nbd_path_);
+    } else if (!o_.migrateuri.empty()) {
+      params.str(VIR_MIGRATE_PARAM_URI, o_.migrateuri);
+    }
+    if (parallel()) params.i(VIR_MIGRATE_PARAM_PARALLEL_CONNECTIONS, channels());
+    if (!o_.dname.empty()) params.str(VIR_MIGRATE_PARAM_DEST_NAME, o_.dname);
+    if (o_.bandwidth_mib) params.ull(VIR_MIGRATE_PARAM_BANDWIDTH, o_.bandwidth_mib);
+  }
+
+  // libvirt drives the migration on its own thread; this one watches it.
+  void drive(const Params& params) {
+    std::atomic<bool> done{false};
+    virDomainPtr d = dom_.get();
+    virConnectPtr dconn = dst_.get();
+    std::thread worker([&] {
+      if (p2p()) {
+        rc_ = virDomainMigrateToURI3(d, o_.desturi.c_str(), params.p, params.n, o_.flags);
+      } else {
+        virDomainPtr nd = virDomainMigrate3(d, dconn, params.p, params.n, o_.flags);
+        rc_ = nd ? 0 : -1;
+        if (nd) virDomainFree(nd);
+      }
+      if (rc_ != 0) mig_error_ = libvirt_error("migration failed");
+      done = true;
+    });
+    auto start = Clock::now();
+    while (!done) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(200));
+      if (done) break;
+      watch_once(start);
+    }
+    worker.join();
+    if (o_.progress) std::fprintf(stderr, "\n");
+    wall_ms_ = std::chrono::duration<double, std::milli>(Clock::now() - start).count();
+  }
+
+  void abort_job() {
+    if (!aborted_) virDomainAbortJob(dom_.get());
+    aborted_ = true;
+  }
+
+  void watch_once(Clock::time_point start) {
+    if (interrupted_) abort_job();
+    if (o_.timeout_s > 0 && !suspended_ && Clock::now() - start > std::chrono::seconds(o_.timeout_s)) {
+      suspended_ = true;  // virsh's --timeout: pause the guest so the migration can finish
+      virDomainSuspend(dom_.get());
+      if (o_.progress) std::fprintf(stderr, "\nencmig: timeout reached, suspending the guest\n");
+    }
+    if (encrypted_) {  // a daemon that saw tampering or a dead peer ends the job at once
+      for (auto* s : {&src_secret_, &dst_secret_}) {
+        auto a = s->read();
+        if (a && a->value("state", "") == "failed" && encmig_failure_.empty()) {
+          encmig_failure_ = "encmigd on " + s->host() + ": " + a->value("detail", std::string("stream failed"));
+          abort_job();
+        }
+      }
+    }
+    if (o_.progress) progress_line(job_stats(dom_.get(), 0), encrypted_);
+  }
+
+  // The daemons' final word on each stream.
+  void collect_daemon_reports() {
+    if (!encrypted_) return;
+    for (auto [s, key] : {std::pair{&src_secret_, "source-encmigd"}, std::pair{&dst_secret_, "destination-encmigd"}}) {
+      for (int i = 0; i < 20; i++) {  // give the daemon a moment to notice the streams closing
+        auto a = s->read();
+        if (!a) break;
+        std::string st = a->value("state", "");
+        if (st != "ready" && st != "active") {
+          out_[key] = *a;
+          if (st == "failed" && encmig_failure_.empty())
+            encmig_failure_ = "encmigd on " + s->host() + ": " + a->value("detail", std::string("stream failed"));
+          break;
+        }
+        if (rc_ != 0) break;
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      }
+    }
+  }
+
+  json summarize_failure() {
+    std::string msg = mig_error_;
+    if (!encmig_failure_.empty()) msg = encmig_failure_ + " (libvirt: " + mig_error_ + ")";
+    if (interrupted_) msg = "interrupted; migration aborted (libvirt: " + mig_error_ + ")";
+    out_["source-state"] = domain_state(dom_.get());
+    if (suspended_) virDomainResume(dom_.get());
+    return fail(msg);
+  }
+
+  json summarize_success() {
+    out_["result"] = "completed";
+    JobNumbers j;
+    if (dst_) {
+      auto nd = libvirt_domain(dst_.get(), o_.dname.empty() ? o_.domain : o_.dname);
+      if (nd) {
+        j = job_stats(nd->get(), VIR_DOMAIN_JOB_STATS_COMPLETED);
+        out_["destination-state"] = domain_state(nd->get());
+      }
+    }
+    if (!j.ok) j = job_stats(dom_.get(), VIR_DOMAIN_JOB_STATS_COMPLETED);
+    double total = j.ok && j.elapsed_ms ? double(j.elapsed_ms) : wall_ms_;
+    out_["total-time-ms"] = std::llround(total);
+    out_["downtime-ms"] = j.downtime_ms;
+    out_["setup-time-ms"] = j.setup_ms;
+    out_["bytes"] = j.data_processed;
+    out_["memory-bytes"] = j.memory_processed;
+    out_["disk-bytes"] = j.disk_processed;
+    out_["throughput-mbytes-per-s"] = total > 0 ? double(j.data_processed) / 1e3 / total : 0.0;
+    out_["source-host"] = src_host_;
+    out_["destination-host"] = dst_host_;
+    return out_;
+  }
+
+  const LibvirtMigrateOptions& o_;
+  const std::atomic<bool>& interrupted_;
+  const Clock::time_point t0_ = Clock::now();
+  json out_;
+  VirConn src_, dst_;
+  VirDomain dom_;
+  std::string dst_error_;
+  EncryptMode mode_ = kDefaultPolicy;
+  std::string why_mode_, why_, src_host_, dst_host_, path_, nbd_path_, id_;
+  handoff::HostSecret src_secret_, dst_secret_;
+  bool encrypted_ = false, aborted_ = false, suspended_ = false;
+  int rc_ = -1;
+  std::string mig_error_, encmig_failure_;
+  double wall_ms_ = 0;
+};
+
+}  // namespace
+
+json migrate_libvirt(const LibvirtMigrateOptions& o, const std::atomic<bool>& interrupted) {
+  return LibvirtMigration(o, interrupted).run();
+}
+
+}  // namespace encmig

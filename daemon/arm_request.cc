@@ -1,0 +1,185 @@
+#include "daemon/arm_request.h"
+
+#include <cstring>
+
+#include "common/handoff.h"
+#include "crypto/encoding.h"
+
+namespace encmig {
+
+using nlohmann::json;
+
+const ArmArgument kArmArguments[] = {
+    {"id", "string: 32 lower-case hex digits", "both", true, false, true,
+     "the migration id (libvirt: from the secret's usage name)"},
+    {"role", "string: \"source\" or \"destination\"", "both", true, true, true, "this host's side"},
+    {"key", "string: base64 of 32 bytes, not all zero", "both", true, false, true,
+     "the migration key (libvirt: the secret's value); wiped from the request"},
+    {"nonce", "string: 16 lower-case hex digits", "both", true, false, true,
+     "the migration nonce, salt for the key derivation (libvirt: the secret's value)"},
+    {"streams", "integer: 1 to 256", "both", true, true, false,
+     "migration streams: 1 + multifd channels; when all have closed, the migration is complete"},
+    {"peer", "string: HOST:PORT", "source", true, true, true, "the destination daemon's data port"},
+    {"listen-path", "string: path", "source", true, false, false,
+     "UNIX socket QEMU connects to for the migration streams (one of the two paths is required)"},
+    {"nbd-listen-path", "string: path", "source", true, false, false, "UNIX socket QEMU connects to for NBD"},
+    {"qemu-path", "string: path", "destination", true, false, false,
+     "QEMU's incoming migration socket (one of the two paths is required)"},
+    {"qemu-nbd-path", "string: path", "destination", true, false, false, "QEMU's NBD server socket"},
+    {"nbd", "boolean", "both", false, true, false, "libvirt: also carry NBD storage connections"},
+    {"domain", "string", "both", false, true, false, "libvirt: the domain's name, for logs"},
+    {"encmig", "integer: 1", "both", false, true, true, "libvirt: the hand-off format version"},
+};
+const size_t kArmArgumentCount = sizeof kArmArguments / sizeof kArmArguments[0];
+
+json arm_arguments_json() {
+  json out = json::array();
+  for (const auto& a : kArmArguments) {
+    if (!a.qmp) continue;
+    out.push_back({{"name", a.name}, {"type", a.type}, {"role", a.role}, {"required", a.required}, {"meaning", a.meaning}});
+  }
+  return out;
+}
+
+namespace {
+
+Error bad(const std::string& name, const std::string& why) {
+  return make_error(ErrorCode::kInvalidArgument, "argument '" + name + "': " + why);
+}
+
+const ArmArgument* lookup(const std::string& name) {
+  for (const auto& a : kArmArguments)
+    if (name == a.name) return &a;
+  return nullptr;
+}
+
+// The string argument `name`, "" when absent; an error when not a string.
+Result<std::string> string_arg(const json& args, const char* name) {
+  auto it = args.find(name);
+  if (it == args.end()) return std::string();
+  if (!it->is_string()) return bad(name, "must be a string");
+  return it->get_ref<const std::string&>();
+}
+
+Status check_path(const char* name, const std::string& p) {
+  if (p.find('\0') != std::string::npos) return bad(name, "contains a NUL byte");
+  if (p.size() > 107) return bad(name, "longer than a UNIX socket path may be");
+  return {};
+}
+
+}  // namespace
+
+Result<MigrationConfig> parse_arm_request(const json& args, ArmChannel channel, const std::string& handoff_id,
+                                          const std::string& run_dir) {
+  if (!args.is_object()) return make_error(ErrorCode::kInvalidArgument, "arguments must be an object");
+  const bool qmp = channel == ArmChannel::kQmp;
+  for (auto it = args.begin(); it != args.end(); ++it) {
+    const ArmArgument* a = lookup(it.key());
+    if (!a || !(qmp ? a->qmp : a->handoff))
+      return make_error(ErrorCode::kInvalidArgument, "unknown argument '" + it.key() + "'");
+  }
+  MigrationConfig cfg;
+  auto id_text = qmp ? string_arg(args, "id") : Result<std::string>(handoff_id);
+  if (!id_text) return id_text.error();
+  auto id = id_from_hex(id_text.value());
+  if (!id) return bad("id", id.error().detail);
+  cfg.id = id.value();
+
+  auto role = string_arg(args, "role");
+  if (!role) return role.error();
+  if (role.value() != "source" && role.value() != "destination") return bad("role", "must be \"source\" or \"destination\"");
+  cfg.role = role.value() == "source" ? MigrationRole::kSource : MigrationRole::kDestination;
+
+  if (auto it = args.find("streams"); it != args.end()) {
+    if (!it->is_number_integer()) return bad("streams", "must be an integer");
+    int64_t n = it->get<int64_t>();
+    if (n < 1 || n > 256) return bad("streams", "must be between 1 and 256");
+    cfg.expected_streams = int(n);
+  }
+  bool nbd = false;
+  if (auto it = args.find("nbd"); it != args.end()) {
+    if (!it->is_boolean()) return bad("nbd", "must be a boolean");
+    nbd = it->get<bool>();
+  }
+  if (auto it = args.find("encmig"); it != args.end() && !(it->is_number_integer() && it->get<int64_t>() == handoff::kFormat))
+    return bad("encmig", "unsupported hand-off format");
+  if (auto d = string_arg(args, "domain"); !d) return d.error();
+
+  if (cfg.role == MigrationRole::kSource) {
+    auto peer = string_arg(args, "peer");
+    if (!peer) return peer.error();
+    auto hp = HostPort::parse(peer.value());
+    if (!hp) return bad("peer", hp.error().detail);
+    cfg.peer = hp.value();
+  } else if (args.contains("peer")) {
+    return bad("peer", "only a source has a peer");
+  }
+
+  if (!qmp) {
+    std::string p = handoff::migrate_path(run_dir, id_text.value());
+    std::string n = nbd ? handoff::nbd_path(run_dir, id_text.value()) : "";
+    (cfg.role == MigrationRole::kSource ? cfg.listen_path : cfg.qemu_path) = p;
+    (cfg.role == MigrationRole::kSource ? cfg.nbd_listen_path : cfg.qemu_nbd_path) = n;
+    return cfg;
+  }
+  const bool source = cfg.role == MigrationRole::kSource;
+  const char* main_name = source ? "listen-path" : "qemu-path";
+  const char* nbd_name = source ? "nbd-listen-path" : "qemu-nbd-path";
+  for (const char* other : {source ? "qemu-path" : "listen-path", source ? "qemu-nbd-path" : "nbd-listen-path"})
+    if (args.contains(other)) return bad(other, std::string("not an argument of a ") + (source ? "source" : "destination"));
+  auto main_path = string_arg(args, main_name);
+  if (!main_path) return main_path.error();
+  auto nbd_path = string_arg(args, nbd_name);
+  if (!nbd_path) return nbd_path.error();
+  if (main_path->empty() && nbd_path->empty())
+    return make_error(ErrorCode::kInvalidArgument,
+                      std::string(source ? "source" : "destination") + " needs '" + main_name + "' or '" + nbd_name + "'");
+  if (auto st = check_path(main_name, main_path.value()); !st) return st.error();
+  if (auto st = check_path(nbd_name, nbd_path.value()); !st) return st.error();
+  (source ? cfg.listen_path : cfg.qemu_path) = main_path.value();
+  (source ? cfg.nbd_listen_path : cfg.qemu_nbd_path) = nbd_path.value();
+  return cfg;
+}
+
+namespace {
+bool all_zero(const uint8_t* p, size_t n) {
+  uint8_t acc = 0;
+  for (size_t i = 0; i < n; i++) acc |= p[i];
+  return acc == 0;
+}
+}  // namespace
+
+Result<MigrationSecrets> parse_arm_secrets(json& args) {
+  if (!args.is_object()) return make_error(ErrorCode::kInvalidArgument, "arguments must be an object");
+  auto key_it = args.find("key");
+  auto nonce_it = args.find("nonce");
+  const bool key_is_string = key_it != args.end() && key_it->is_string();
+  Result<Secret> k = key_is_string ? base64_to_secret(key_it->get_ref<const std::string&>())
+                                   : Result<Secret>(bad("key", key_it == args.end() ? "missing" : "must be a string"));
+  if (key_is_string) {
+    auto& text = key_it->get_ref<std::string&>();
+    secure_wipe(text.data(), text.size());
+  }
+  if (!k) return bad("key", k.error().detail);
+  if (k->size() != wire::kKeySize) return bad("key", "must be 32 bytes");
+  if (all_zero(k->data(), k->size())) return bad("key", "is all zero");
+  MigrationSecrets sec;
+  sec.key = std::move(k.value());
+  if (nonce_it == args.end() || !nonce_it->is_string()) return bad("nonce", nonce_it == args.end() ? "missing" : "must be a string");
+  if (auto st = hex_decode(nonce_it->get_ref<const std::string&>(), sec.nonce); !st) return bad("nonce", st.error().detail);
+  return sec;
+}
+
+Result<MigrationSecrets> secrets_from_value(const uint8_t* value, size_t size, const wire::MigrationId& id) {
+  if (size != handoff::kValueSize) return make_error(ErrorCode::kInvalidArgument, "the secret's value has the wrong size");
+  if (all_zero(value, wire::kKeySize)) return make_error(ErrorCode::kInvalidArgument, "the secret's key is all zero");
+  auto k = Secret::from_bytes({value, wire::kKeySize});
+  if (!k) return make_error(ErrorCode::kInternal, "cannot hold the key");
+  MigrationSecrets sec;
+  sec.id = id;
+  sec.key = std::move(k.value());
+  std::memcpy(sec.nonce.data(), value + wire::kKeySize, sec.nonce.size());
+  return sec;
+}
+
+}  // namespace encmig

@@ -1,0 +1,39 @@
+// libFuzzer target: everything encmigd parses from its control plane.
+//  - QMP framing and requests (common/qmp.h), then migration-arm's arguments
+//    (daemon/arm_request.h) for both roles;
+//  - a libvirt hand-off secret's XML and description (common/handoff.h), then
+//    the same parser on the hand-off channel.
+// Nothing may throw or crash, whatever the bytes.
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+#include "common/handoff.h"
+#include "common/qmp.h"
+#include "daemon/arm_request.h"
+
+using namespace encmig;
+using nlohmann::json;
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  std::string text(reinterpret_cast<const char*>(data), size);
+  std::string buf = text;
+  for (auto& obj : split_json_objects(buf)) {
+    json req = json::parse(obj, nullptr, false);
+    if (req.is_discarded() || !req.is_object()) continue;
+    auto args = req.find("arguments");
+    if (args == req.end() || !args->is_object()) continue;
+    json a = *args;
+    (void)parse_arm_secrets(a);
+    (void)parse_arm_request(a, ArmChannel::kQmp);
+  }
+  // As a secret's XML, and as a bare description.
+  auto d = handoff::parse(text);
+  if (d) (void)parse_arm_request(d.value(), ArmChannel::kHandoff, "00112233445566778899aabbccddeeff", "/run/encmig");
+  json j = json::parse(text, nullptr, false);
+  if (!j.is_discarded()) {
+    (void)parse_arm_request(j, ArmChannel::kHandoff, std::string(text.substr(0, 32)), "/run/encmig");
+    (void)secrets_from_value(data, size, {});
+  }
+  return 0;
+}
