@@ -16,7 +16,9 @@ Result<json> parse(const std::string& secret_xml) {
   std::string d = xml_element_text(secret_xml, "description");
   if (d.empty() || d.size() > kMaxDescription) return make_error(ErrorCode::kInvalidArgument, "no encmig description");
   json j = json::parse(d, nullptr, false);
-  if (j.is_discarded() || !j.is_object() || j.value("encmig", 0) != kFormat)
+  auto format = j.is_object() ? j.find("encmig") : j.end();
+  if (j.is_discarded() || !j.is_object() || format == j.end() || !format->is_number_integer() ||
+      format->get<int64_t>() != kFormat)
     return make_error(ErrorCode::kInvalidArgument, "description is not an encmig v1 request");
   return j;
 }
