@@ -231,7 +231,7 @@ class Bench(Env):
         if os.path.exists(ctl):
             os.unlink(ctl)
         p = self.spawn(topo.prefix(side) + [ENCMIGD, "--control", ctl, "--listen", f"{topo.addr[side]}:0",
-                                            "--libvirt", "none"], self.path(name + ".log"))
+                                            "--libvirt", "none", "--run-dir", self.dir], self.path(name + ".log"))
         q = Qmp(ctl)
         port = q.cmd("query-encmig-capabilities")["data-port"]
         q.close()

@@ -3,15 +3,36 @@
 #include <cstring>
 #include <thread>
 
+#include "common/json.h"
 #include "crypto/random.h"
 #include "migration/session.h"
 
 namespace encmig::handoff {
 
+Status check_secure_connection(virConnectPtr c, const std::string& host) {
+  if (virConnectIsSecure(c) == 1) return {};
+  char* uri = virConnectGetURI(c);
+  std::string u = uri ? uri : "?";
+  free(uri);
+  return make_error(ErrorCode::kPolicy,
+                    "refusing to hand the migration key to " + host + " over " + u +
+                        ": libvirt reports the connection as not secure (neither encrypted nor a local socket), so the "
+                        "key could be read on the network; use qemu+tls:// or qemu+ssh:// (or a local qemu:///system), "
+                        "or --allow-insecure-handoff in a lab");
+}
+
 Result<HostSecret> HostSecret::define(virConnectPtr c, const std::string& host, const std::string& usage,
-                                      const json& request, const MigrationSecrets* secrets) {
+                                      json request, const MigrationSecrets* secrets, bool allow_insecure) {
   HostSecret h;
   h.host_ = host;
+  if (secrets) {
+    if (!allow_insecure)
+      if (auto st = check_secure_connection(c, host); !st) return st.error();
+    auto keys = MacKeys::derive(*secrets);
+    if (!keys) return keys.error();
+    if (auto st = sign(request, keys->request); !st) return st.error();
+    h.answer_key_ = std::move(keys->answer);
+  }
   std::string xml = secret_xml(usage, request);
   h.s_.reset(virSecretDefineXML(c, xml.c_str(), 0));
   if (!h.s_) return make_error(ErrorCode::kIo, "cannot define the hand-off secret on " + host + ": " + libvirt_error());
@@ -32,6 +53,12 @@ Result<json> HostSecret::read() const {
   if (!xml) return make_error(ErrorCode::kIo, "cannot read the hand-off secret on " + host_ + ": " + libvirt_error());
   auto j = parse(xml);
   free(xml);
+  if (!j || !answer_key_ || !j->contains("state")) return j;
+  if (auto st = verify(j.value(), *answer_key_); !st)
+    return make_error(ErrorCode::kAuthFailed, "the answer on " + host_ + " is not encmigd's: " + st.error().text());
+  int64_t seq = json_int(j.value(), "seq", -1);
+  if (seq < seq_) return make_error(ErrorCode::kAuthFailed, "the answer on " + host_ + " went back to an older one (replayed)");
+  seq_ = seq;
   return j;
 }
 

@@ -3,6 +3,7 @@
 #pragma once
 #include <chrono>
 #include <functional>
+#include <optional>
 
 #include "common/handoff.h"
 #include "common/libvirt.h"
@@ -19,12 +20,19 @@ class HostSecret {
   HostSecret& operator=(HostSecret&&) = default;
   ~HostSecret() { undefine(); }
 
-  // Defines the secret and, for a migration, sets its value to key || nonce.
+  // Defines the secret and, for a migration, signs the request and sets the
+  // value to key || nonce. The key goes only over a connection libvirt
+  // reports as secure (encrypted, or a local UNIX socket) unless
+  // `allow_insecure` is set (labs only).
   static Result<HostSecret> define(virConnectPtr c, const std::string& host, const std::string& usage,
-                                   const json& request, const MigrationSecrets* secrets);
+                                   json request, const MigrationSecrets* secrets, bool allow_insecure = false);
   // The daemon's answer so far (the description JSON), re-read from libvirt.
+  // For a migration, an answer must carry the daemon's MAC under this
+  // migration's key and a "seq" that never goes back: anything else is an
+  // error (kAuthFailed), never an answer.
   Result<json> read() const;
-  // Waits until the daemon answered ("state" present), or the deadline.
+  // Waits until the daemon answered ("state" present). kTimeout means no
+  // encmigd answered at all.
   Result<json> wait_answer(std::chrono::milliseconds timeout, const std::function<bool()>& interrupted) const;
   void undefine();
   const std::string& host() const { return host_; }
@@ -32,7 +40,13 @@ class HostSecret {
  private:
   VirSecret s_;
   std::string host_;
+  std::optional<Secret> answer_key_;
+  mutable int64_t seq_ = 0;
 };
+
+// Whether libvirt reports the connection as secure; else an error that names
+// the URI and what to use instead.
+Status check_secure_connection(virConnectPtr c, const std::string& host);
 
 // Asks the encmigd on the host behind `c` whether it is there, through
 // libvirt; with `peer`, it also probes that data port. Returns its answer.

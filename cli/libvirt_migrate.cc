@@ -8,6 +8,7 @@
 #include <thread>
 
 #include "cli/host_secret.h"
+#include "common/json.h"
 #include "common/libvirt.h"
 #include "migration/session.h"
 
@@ -194,40 +195,46 @@ class LibvirtMigration {
     if (!sec) return sec.error();
     id_ = id_hex(sec->id);
     std::string usage = std::string(handoff::kUsagePrefix) + id_;
-    json common{{"encmig", handoff::kFormat}, {"streams", 1 + channels()}, {"nbd", storage()}, {"domain", o_.domain}};
+    // Each daemon learns the domain's name on its own host (the destination's
+    // is --dname when given), to tell that domain's QEMU from any other.
+    const char* name = virDomainGetName(dom_.get());
+    std::string src_name = name ? name : o_.domain;
+    json common{{"encmig", handoff::kFormat}, {"streams", 1 + channels()}, {"nbd", storage()}};
     json dreq = common, sreq = common;
     dreq["role"] = "destination";
+    dreq["domain"] = o_.dname.empty() ? src_name : o_.dname;
     sreq["role"] = "source";
+    sreq["domain"] = src_name;
     sreq["peer"] = peer;
     // Destination first, so its daemon is ready before the source's probes it.
     auto da = hand_off_to(dst_.get(), dst_host_, usage, dreq, sec.value(), "destination", dst_secret_);
     if (!da) return da.error();
     auto sa = hand_off_to(src_.get(), src_host_, usage, sreq, sec.value(), "source", src_secret_);
     if (!sa) return sa.error();
-    path_ = sa->value("path", "");
-    nbd_path_ = sa->value("nbd-path", "");
-    if (path_ != da->value("path", "") || nbd_path_ != da->value("nbd-path", ""))
+    path_ = json_string(sa.value(), "path");
+    nbd_path_ = json_string(sa.value(), "nbd-path");
+    if (path_.empty() || path_ != json_string(da.value(), "path") || nbd_path_ != json_string(da.value(), "nbd-path"))
       return make_error(ErrorCode::kInvalidArgument, "the hosts' encmigd use different --run-dir; libvirt needs one path on both");
-    out_["source-daemon"] = sa->value("daemon", "");
-    out_["destination-daemon"] = da->value("daemon", "");
+    out_["source-daemon"] = json_string(sa.value(), "daemon");
+    out_["destination-daemon"] = json_string(da.value(), "daemon");
     return {};
   }
 
   Result<json> hand_off_to(virConnectPtr c, const std::string& host, const std::string& usage, const json& req,
                            const MigrationSecrets& sec, const char* side, handoff::HostSecret& slot) {
-    auto h = handoff::HostSecret::define(c, host, usage, req, &sec);
+    auto h = handoff::HostSecret::define(c, host, usage, req, &sec, o_.allow_insecure_handoff);
     if (!h) return h.error();
     slot = std::move(h.value());
     auto a = slot.wait_answer(std::chrono::milliseconds(o_.handoff_timeout_ms), [this] { return interrupted_.load(); });
     if (!a) return make_error(a.error().code, a.error().text() + " (" + side + ")");
-    if (a->value("state", "") != "ready")
-      return make_error(ErrorCode::kNotReady, "encmigd on " + host + ": " + a->value("detail", std::string("not ready")));
+    if (json_string(a.value(), "state") != "ready")
+      return make_error(ErrorCode::kNotReady, "encmigd on " + host + ": " + json_string(a.value(), "detail", "not ready"));
     return a;
   }
 
-  // The mode and what the hand-off found decide: encrypt, fall back, or refuse.
+  // The mode and what the hand-off found decide: encrypt, fall back, refuse or fail.
   Status decide() {
-    Status handed = make_error(ErrorCode::kNotReady, dst_error_);
+    Status handed = make_error(ErrorCode::kIo, dst_error_);
     if (mode_ != EncryptMode::kDisabled && dst_) handed = hand_off_keys();
     if (!handed.ok()) {
       src_secret_.undefine();
@@ -237,26 +244,35 @@ class LibvirtMigration {
       fail("interrupted before the migration started; the VM was not touched");
       return make_error(ErrorCode::kCancelled);
     }
-    switch (decide_encryption(mode_, handed.ok())) {
+    // Only silence (no encmigd answered at all) means a host without encmigd.
+    Capability hosts = handed.ok() ? Capability::kBothCan
+                       : handed.error().code == ErrorCode::kTimeout ? Capability::kNoDaemon
+                                                                    : Capability::kBroken;
+    const std::string why_not = handed.ok() ? "" : handed.error().text();
+    switch (decide_encryption(mode_, hosts)) {
       case EncryptOutcome::kEncrypt:
         encrypted_ = true;
         why_ = why_mode_ + "; encmigd on both hosts (" + src_host_ + ", " + dst_host_ + ") armed with a fresh key";
         break;
       case EncryptOutcome::kRefuse:
         out_["result"] = "refused";
-        out_["reason"] = handed.error().text();
-        fail("refusing to migrate " + o_.domain + " unencrypted (" + why_mode_ + "): " + handed.error().text() +
-             "; the VM keeps running on " + src_host_);
+        out_["reason"] = why_not;
+        fail("refusing to migrate " + o_.domain + " unencrypted (" + why_mode_ + "): " + why_not + "; the VM keeps running on " +
+             src_host_);
+        return make_error(ErrorCode::kPolicy);
+      case EncryptOutcome::kFail:
+        out_["reason"] = why_not;
+        fail("cannot encrypt the migration of " + o_.domain + " (" + why_mode_ + "): " + why_not +
+             "; only a host without a running encmigd may fall back to plain text, and this is not that case; the VM "
+             "keeps running on " + src_host_);
         return make_error(ErrorCode::kPolicy);
       case EncryptOutcome::kPlain:
         if (mode_ == EncryptMode::kDisabled) {
           why_ = why_mode_;
-        } else if (!dst_) {
-          why_ = why_mode_ + ": " + dst_error_;
         } else {
-          why_ = why_mode_ + ": " + handed.error().text() + "; migrated UNENCRYPTED";
+          why_ = why_mode_ + ": " + why_not + "; migrated UNENCRYPTED";
           std::fprintf(stderr, "encmig: warning: %s cannot be encrypted: %s; falling back to an unencrypted migration (%s)\n",
-                       o_.domain.c_str(), handed.error().text().c_str(), why_mode_.c_str());
+                       o_.domain.c_str(), why_not.c_str(), why_mode_.c_str());
         }
         break;
     }
@@ -321,8 +337,11 @@ class LibvirtMigration {
     if (encrypted_) {  // a daemon that saw tampering or a dead peer ends the job at once
       for (auto* s : {&src_secret_, &dst_secret_}) {
         auto a = s->read();
-        if (a && a->value("state", "") == "failed" && encmig_failure_.empty()) {
-          encmig_failure_ = "encmigd on " + s->host() + ": " + a->value("detail", std::string("stream failed"));
+        if (!a && a.error().code == ErrorCode::kAuthFailed && encmig_failure_.empty()) {
+          encmig_failure_ = a.error().text();  // someone else wrote the answer: stop
+          abort_job();
+        } else if (a && json_string(a.value(), "state") == "failed" && encmig_failure_.empty()) {
+          encmig_failure_ = "encmigd on " + s->host() + ": " + json_string(a.value(), "detail", "stream failed");
           abort_job();
         }
       }
@@ -337,11 +356,11 @@ class LibvirtMigration {
       for (int i = 0; i < 20; i++) {  // give the daemon a moment to notice the streams closing
         auto a = s->read();
         if (!a) break;
-        std::string st = a->value("state", "");
+        std::string st = json_string(a.value(), "state");
         if (st != "ready" && st != "active") {
           out_[key] = *a;
           if (st == "failed" && encmig_failure_.empty())
-            encmig_failure_ = "encmigd on " + s->host() + ": " + a->value("detail", std::string("stream failed"));
+            encmig_failure_ = "encmigd on " + s->host() + ": " + json_string(a.value(), "detail", "stream failed");
           break;
         }
         if (rc_ != 0) break;

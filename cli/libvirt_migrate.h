@@ -24,6 +24,7 @@ struct LibvirtMigrateOptions {
   unsigned long bandwidth_mib = 0;
   int handoff_timeout_ms = 3000;
   bool progress = false;     // progress bar on stderr
+  bool allow_insecure_handoff = false;  // hand keys over connections libvirt reports as not secure (labs)
 };
 
 // Runs the migration; returns the summary ("result": "completed" | "failed" | "refused").

@@ -2,6 +2,7 @@
 
 #include "cli/host_secret.h"
 #include "cli/libvirt_migrate.h"
+#include "common/json.h"
 #include "common/libvirt.h"
 #include "migration/socket.h"
 
@@ -20,19 +21,22 @@ struct Source {
   Result<json> probe = make_error(ErrorCode::kNotReady);  // its own encmigd's answer
 };
 
-// Why the source cannot encrypt to this candidate, or "" if it can.
-std::string why_not_encrypted(Source& src, virConnectPtr dc, const std::string& uri, const std::string& dst_host,
-                              json& c, int timeout_ms) {
-  if (!src.probe) return "the source host has no encmigd: " + src.probe.error().text();
+// Whether the source can encrypt to this candidate; `why_not` says why not.
+Capability capability(Source& src, virConnectPtr dc, const std::string& uri, const std::string& dst_host, json& c,
+                      int timeout_ms, std::string* why_not) {
+  auto silent = [](const Error& e) { return e.code == ErrorCode::kTimeout ? Capability::kNoDaemon : Capability::kBroken; };
+  if (!src.probe) return *why_not = "the source host has no encmigd: " + src.probe.error().text(), silent(src.probe.error());
   auto p = handoff::probe_host(dc, dst_host, "", std::chrono::milliseconds(timeout_ms));
-  if (!p) return "no encmigd: " + p.error().text();
-  c["daemon"] = p->value("daemon", "");
-  int port = p->value("data-port", int(wire::kDefaultPort));
+  if (!p) return *why_not = "no encmigd: " + p.error().text(), silent(p.error());
+  c["daemon"] = json_string(p.value(), "daemon");
+  int64_t port = json_int(p.value(), "data-port", wire::kDefaultPort);
+  if (port < 1 || port > 65535) return *why_not = "its encmigd reports no valid data port", Capability::kBroken;
   std::string peer = HostPort{libvirt_uri_host(uri), uint16_t(port)}.str();
   auto sp = handoff::probe_host(src.conn.get(), src.host, peer, std::chrono::milliseconds(timeout_ms + 3000));
-  if (!sp) return "source encmigd did not answer: " + sp.error().text();
-  if (sp->contains("peer-error")) return "source encmigd cannot reach " + peer + ": " + sp->value("peer-error", std::string());
-  return "";
+  if (!sp) return *why_not = "source encmigd did not answer: " + sp.error().text(), silent(sp.error());
+  if (sp->contains("peer-error"))
+    return *why_not = "source encmigd cannot reach " + peer + ": " + json_string(sp.value(), "peer-error"), Capability::kBroken;
+  return Capability::kBothCan;
 }
 
 // One candidate, explained: {"uri", "capable", "encrypted", "reason", ...}.
@@ -58,8 +62,8 @@ json judge(Source& src, const std::string& uri, int timeout_ms) {
     c["reason"] = "reachable (policy disabled: no encryption wanted)";
     return c;
   }
-  std::string why_not = why_not_encrypted(src, dc->get(), uri, h, c, timeout_ms);
-  switch (decide_encryption(src.mode, why_not.empty())) {
+  std::string why_not;
+  switch (decide_encryption(src.mode, capability(src, dc->get(), uri, h, c, timeout_ms, &why_not))) {
     case EncryptOutcome::kEncrypt:
       c["capable"] = true;
       c["encrypted"] = true;
@@ -71,6 +75,9 @@ json judge(Source& src, const std::string& uri, int timeout_ms) {
       break;
     case EncryptOutcome::kRefuse:
       c["reason"] = "cannot encrypt (policy required): " + why_not;
+      break;
+    case EncryptOutcome::kFail:
+      c["reason"] = "cannot encrypt, and would not fall back to plain text: " + why_not;
       break;
   }
   return c;

@@ -59,10 +59,11 @@ Result<DomainPolicy> domain_policy(const std::string& uri, const std::string& do
   return get_policy(d->get());
 }
 
-EncryptOutcome decide_encryption(EncryptMode mode, bool can_encrypt) {
+EncryptOutcome decide_encryption(EncryptMode mode, Capability hosts) {
   if (mode == EncryptMode::kDisabled) return EncryptOutcome::kPlain;
-  if (can_encrypt) return EncryptOutcome::kEncrypt;
-  return mode == EncryptMode::kRequired ? EncryptOutcome::kRefuse : EncryptOutcome::kPlain;
+  if (hosts == Capability::kBothCan) return EncryptOutcome::kEncrypt;
+  if (mode == EncryptMode::kRequired) return EncryptOutcome::kRefuse;
+  return hosts == Capability::kNoDaemon ? EncryptOutcome::kPlain : EncryptOutcome::kFail;
 }
 
 }  // namespace encmig

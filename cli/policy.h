@@ -37,11 +37,24 @@ Status set_policy(virDomainPtr dom, EncryptMode mode);
 // `mode` is given, then reads it back.
 Result<DomainPolicy> domain_policy(const std::string& uri, const std::string& domain, std::optional<EncryptMode> mode);
 
-// The one decision every command makes (migrate over libvirt or QMP, place):
-// Disabled migrates in plain text; otherwise encrypt when both hosts can, and
-// when they cannot, Opportunistic falls back to plain text with a warning and
-// Required refuses, leaving the VM where it is.
-enum class EncryptOutcome { kEncrypt, kPlain, kRefuse };
-EncryptOutcome decide_encryption(EncryptMode mode, bool can_encrypt);
+// What the hosts showed, learned over authenticated channels (libvirt's
+// connection, or the daemons' root-only control sockets).
+enum class Capability {
+  kBothCan,   // both encmigd answered and armed
+  kNoDaemon,  // a host has no running encmigd: nothing answered at all
+  kBroken,    // an encmigd answered, yet the migration cannot be encrypted: a
+              // refused or tampered hand-off, an unreachable peer daemon, an
+              // insecure management connection, a failed handshake
+};
+
+// The one decision every command makes (migrate over libvirt or QMP, place).
+// Disabled migrates in plain text. Otherwise: encrypt when both hosts can.
+// Only a host without a running encmigd lets Opportunistic fall back to plain
+// text (with a warning); anything an attacker could cause on the network or
+// in libvirt fails the migration instead, the VM staying where it is, so an
+// attack never downgrades a migration to plain text. Required refuses
+// whenever it cannot encrypt.
+enum class EncryptOutcome { kEncrypt, kPlain, kRefuse, kFail };
+EncryptOutcome decide_encryption(EncryptMode mode, Capability hosts);
 
 }  // namespace encmig

@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <thread>
 
+#include "common/json.h"
 #include "common/qmp.h"
 #include "crypto/encoding.h"
 #include "migration/key_schedule.h"
@@ -39,31 +40,54 @@ std::string human_bytes(double b) {
   return s;
 }
 
-// Polls the source until the migration ends; draws the progress line.
-json wait_for_migration(QmpClient& src, const DirectOptions& o, const std::atomic<bool>& interrupted) {
+// A daemon's account of the migration: "" while it goes on, else why it failed.
+std::string daemon_failure(QmpClient* d, const std::string& id) {
+  if (!d) return "";
+  auto m = d->execute("query-migrations", {{"id", id}});
+  if (!m || !m->is_array() || m->empty()) return "";
+  const json& st = (*m)[0];
+  std::string state = json_string(st, "state");
+  if (state != "failed" && state != "cancelled") return "";
+  return json_string(st, "error", "stream " + state);
+}
+
+// Polls the source until the migration ends; draws the progress line. A
+// daemon that failed the migration cancels it at once.
+json wait_for_migration(QmpClient& src, const DirectOptions& o, const std::atomic<bool>& interrupted, QmpClient* sd,
+                        QmpClient* dd, const std::string& id) {
   auto start = Clock::now();
+  auto next_daemon_check = start;
   bool cancelled = false;
   std::string why_cancel;
   for (;;) {
     auto r = src.execute("query-migrate");
     if (!r) return fail_summary("source monitor: " + r.error().message());
-    std::string status = r->value("status", "none");
+    std::string status = json_string(r.value(), "status", "none");
     if (status == "completed" || status == "failed" || status == "cancelled") {
       if (o.progress && !o.json) std::fprintf(stderr, "\n");
-      json out = r.value();
+      json out = r->is_object() ? r.value() : json::object();
       if (cancelled && status != "completed") out["error-desc"] = why_cancel;
       return out;
     }
     double elapsed = std::chrono::duration<double>(Clock::now() - start).count();
+    if (!cancelled && Clock::now() >= next_daemon_check) {
+      next_daemon_check = Clock::now() + std::chrono::milliseconds(500);
+      for (QmpClient* d : {sd, dd})
+        if (std::string why = daemon_failure(d, id); !why.empty() && !cancelled) {
+          why_cancel = "encmigd: " + why;
+          (void)src.execute("migrate_cancel");
+          cancelled = true;
+        }
+    }
     if (!cancelled && (interrupted || (o.timeout_s > 0 && elapsed > o.timeout_s))) {
       why_cancel = interrupted ? "interrupted" : "timed out after " + std::to_string(o.timeout_s) + " s";
       (void)src.execute("migrate_cancel");
       cancelled = true;
     }
     if (o.progress && !o.json && r->contains("ram")) {
-      const json& ram = (*r)["ram"];
-      double total = ram.value("total", 0.0), remaining = ram.value("remaining", 0.0);
-      double mbps = ram.value("mbps", 0.0), dirty = ram.value("dirty-pages-rate", 0.0) * ram.value("page-size", 4096.0);
+      const json& ram = json_object(r.value(), "ram");
+      double total = json_number(ram, "total"), remaining = json_number(ram, "remaining");
+      double mbps = json_number(ram, "mbps"), dirty = json_number(ram, "dirty-pages-rate") * json_number(ram, "page-size", 4096);
       double pct = total > 0 ? 100.0 * (total - remaining) / total : 0;
       double eta = mbps > 0 ? remaining * 8 / (mbps * 1e6) : 0;
       std::fprintf(stderr, "\rMigration: [%5.1f %%]  %8.1f MB/s  remaining %s  ETA %.1f s  dirty %s/s   ", pct,
@@ -74,28 +98,28 @@ json wait_for_migration(QmpClient& src, const DirectOptions& o, const std::atomi
   }
 }
 
-// Waits until the destination has loaded the state (leaves "inmigrate").
-// Waits until the destination QEMU has loaded everything. With encryption it
-// also watches both daemons: a failed stream means the destination will never
-// finish, however long we wait. Returns the destination's state, or "failed"
-// with `why` set.
+// Waits until the destination QEMU has loaded everything: its runstate
+// leaves "inmigrate" (to paused, running, or prelaunch when the source had
+// never been started), and its incoming migration did not fail. With
+// encryption it also watches both daemons: a failed stream means the
+// destination will never finish, however long we wait. Returns the
+// destination's runstate, or "failed"/"gone" with `why` set.
 std::string wait_destination(QmpClient& dst, QmpClient* sd, QmpClient* dd, const std::string& id, int seconds,
                              std::string* why) {
   auto until = Clock::now() + std::chrono::seconds(seconds);
   std::string s = "unknown";
   while (Clock::now() < until) {
     auto r = dst.execute("query-status");
-    if (!r) return "gone";
-    s = r->value("status", "unknown");
-    if (s != "inmigrate") return s;
-    for (QmpClient* d : {sd, dd}) {
-      if (!d) continue;
-      auto m = d->execute("query-migrations", {{"id", id}});
-      if (m && m->is_array() && !m->empty() && (*m)[0].value("state", "") == "failed") {
-        *why = (*m)[0].value("error", std::string("stream failed"));
-        return "failed";
-      }
+    if (!r) return *why = "the destination QEMU is gone", "gone";
+    s = json_string(r.value(), "status", "unknown");
+    if (s != "inmigrate") {
+      auto m = dst.execute("query-migrate");
+      if (m && json_string(m.value(), "status") == "failed")
+        return *why = "the destination's incoming migration failed: " + json_string(m.value(), "error-desc", "no reason given"), "failed";
+      return s;
     }
+    for (QmpClient* d : {sd, dd})
+      if (std::string w = daemon_failure(d, id); !w.empty()) return *why = w, "failed";
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
   *why = "the destination did not finish loading within " + std::to_string(seconds) + " s";
@@ -113,19 +137,29 @@ class DirectMigration {
 
   json run() {
     decide();
-    if (!encrypt_ && o_.mode == EncryptMode::kRequired)
-      return fail_summary("encryption required but not possible: " + reason_ + "; nothing was migrated");
-    if (!encrypt_ && o_.mode != EncryptMode::kDisabled)
-      std::fprintf(stderr, "encmig: warning: migrating WITHOUT encryption: %s\n", reason_.c_str());
+    switch (decide_encryption(o_.mode, hosts_)) {
+      case EncryptOutcome::kEncrypt:
+        encrypt_ = true;
+        break;
+      case EncryptOutcome::kRefuse:
+        return refused("encryption required but not possible: " + reason_ + "; nothing was migrated");
+      case EncryptOutcome::kFail:
+        return fail_summary("cannot encrypt: " + reason_ + "; only a host without a running encmigd may fall back to "
+                            "plain text, so nothing was migrated");
+      case EncryptOutcome::kPlain:
+        if (o_.mode != EncryptMode::kDisabled)
+          std::fprintf(stderr, "encmig: warning: migrating WITHOUT encryption: %s\n", reason_.c_str());
+        break;
+    }
     if (auto st = set_parameters(); !st) return fail_summary(st.error().detail);
     summary_ = json{{"encrypted", encrypt_}, {"reason", reason_}, {"multifd-channels", o_.multifd}};
     if (auto st = encrypt_ ? start_encrypted() : start_plain(); !st) return fail_summary(st.error().detail);
     json q = wait_completed();
-    std::string status = q.value("status", "failed");
+    std::string status = json_string(q, "status", "failed");
     std::string dst_state = status == "completed" ? destination_verdict(q, status) : "n/a";
     if (encrypt_) end_daemons();
     auto src_status = src_.execute("query-status");
-    summary_["source-state"] = src_status ? src_status->value("status", "unknown") : "gone";
+    summary_["source-state"] = src_status ? json_string(src_status.value(), "status", "unknown") : "gone";
     summary_["destination-state"] = dst_state;
     summary_["result"] = status;
     return status == "completed" ? summarize_success(q) : summarize_failure(q, status);
@@ -138,15 +172,18 @@ class DirectMigration {
       reason_ = "encryption disabled by policy";
       return;
     }
+    // A control socket nobody listens on is a host without encmigd; one that
+    // answers but cannot serve is something else, and never a reason for plain text.
     auto a = QmpClient::connect(o_.src_encmigd);
     auto b = QmpClient::connect(o_.dst_encmigd);
     if (!a) return void(reason_ = "source encmigd unavailable (" + a.error().message() + ")");
     if (!b) return void(reason_ = "destination encmigd unavailable (" + b.error().message() + ")");
+    hosts_ = Capability::kBroken;
     auto caps = b->execute("query-encmig-capabilities");
     if (!caps) return void(reason_ = "destination encmigd: " + caps.error().message());
     dst_caps_ = caps.value();
-    encrypt_ = decide_encryption(o_.mode, true) == EncryptOutcome::kEncrypt;
     reason_ = "both hosts run encmigd (protocol 1, aes-256-gcm)";
+    hosts_ = Capability::kBothCan;
     sd_.emplace(std::move(a.value()));
     dd_.emplace(std::move(b.value()));
   }
@@ -172,7 +209,7 @@ class DirectMigration {
     std::string dst_sock = o_.run_dir + "/" + id_.substr(0, 12) + "-dst.sock";
     std::string src_sock = o_.run_dir + "/" + id_.substr(0, 12) + "-src.sock";
     std::string dst_addr = o_.dst_addr;
-    if (dst_addr.empty()) dst_addr = HostPort{"127.0.0.1", uint16_t(dst_caps_.value("data-port", int(wire::kDefaultPort)))}.str();
+    if (dst_addr.empty()) dst_addr = HostPort{"127.0.0.1", uint16_t(json_int(dst_caps_, "data-port", wire::kDefaultPort))}.str();
     std::string nonce = hex_encode(secrets->nonce);
     std::string key = base64_encode(secrets->key.data(), secrets->key.size());
     int streams = 1 + o_.multifd;
@@ -182,11 +219,17 @@ class DirectMigration {
       secure_wipe(key.data(), key.size());
       return make_error(inc.error().code, "destination migrate-incoming: " + inc.error().message());
     }
-    auto ad = dd_->execute("migration-arm", {{"id", id_}, {"role", "destination"}, {"key", key}, {"nonce", nonce},
-                                             {"qemu-path", dst_sock}, {"streams", streams}});
-    auto as = ad ? sd_->execute("migration-arm", {{"id", id_}, {"role", "source"}, {"key", key}, {"nonce", nonce},
-                                                  {"peer", dst_addr}, {"listen-path", src_sock}, {"streams", streams}})
-                 : Result<json>(ad.error());
+    // Each daemon learns which QEMU may use its sockets: the pid at the other
+    // end of that QEMU's monitor socket.
+    json dargs{{"id", id_}, {"role", "destination"}, {"key", key}, {"nonce", nonce}, {"qemu-path", dst_sock}, {"streams", streams}};
+    json sargs{{"id", id_}, {"role", "source"}, {"key", key}, {"nonce", nonce}, {"peer", dst_addr}, {"listen-path", src_sock},
+               {"streams", streams}};
+    if (pid_t p = dst_.peer_pid(); p > 0) dargs["qemu-pid"] = p;
+    if (pid_t p = src_.peer_pid(); p > 0) sargs["qemu-pid"] = p;
+    auto ad = dd_->execute("migration-arm", dargs);
+    auto as = ad ? sd_->execute("migration-arm", sargs) : Result<json>(ad.error());
+    secure_wipe(dargs["key"].get_ref<std::string&>().data(), key.size());
+    secure_wipe(sargs["key"].get_ref<std::string&>().data(), key.size());
     secure_wipe(key.data(), key.size());
     secrets.value() = MigrationSecrets{};  // the daemons hold the only copies now
     if (!ad || !as) {
@@ -217,9 +260,9 @@ class DirectMigration {
   }
 
   json wait_completed() {
-    json q = wait_for_migration(src_, o_, interrupted_);
+    json q = wait_for_migration(src_, o_, interrupted_, encrypt_ ? &sd_.value() : nullptr, encrypt_ ? &dd_.value() : nullptr, id_);
     // QEMU 7.2 reports "completed" a moment before it has filled in the times.
-    for (int i = 0; i < 100 && q.value("status", "failed") == "completed" && q.value("total-time", 0) == 0; i++) {
+    for (int i = 0; i < 100 && json_string(q, "status") == "completed" && json_int(q, "total-time") == 0; i++) {
       std::this_thread::sleep_for(std::chrono::milliseconds(10));
       if (auto r = src_.execute("query-migrate"); r) q = r.value();
     }
@@ -228,16 +271,18 @@ class DirectMigration {
 
   // The source finished writing; the destination decides whether it got it
   // all. If not, the migration failed and, like libvirt's confirm step, the
-  // source VM is resumed.
+  // source VM is resumed. A destination that has its complete state (in
+  // whatever runstate the source had: running, paused, or prelaunch) is never
+  // second-guessed: resuming the source then would run the VM twice.
   std::string destination_verdict(json& q, std::string& status) {
     std::string why;
     std::string state = wait_destination(dst_, encrypt_ ? &sd_.value() : nullptr, encrypt_ ? &dd_.value() : nullptr,
                                          id_, 60, &why);
-    if (state != "paused" && state != "running" && state != "postmigrate") {
+    if (state == "inmigrate" || state == "failed" || state == "gone" || state == "unknown") {
       status = "failed";
       q["error-desc"] = "the destination did not complete: " + (why.empty() ? "state " + state : why);
       auto st = src_.execute("query-status");
-      if (st && st->value("status", "") == "postmigrate") (void)src_.execute("cont");
+      if (st && json_string(st.value(), "status") == "postmigrate") (void)src_.execute("cont");
     }
     return state;
   }
@@ -250,8 +295,10 @@ class DirectMigration {
     summary_["migration-id"] = id_;
   }
 
+  json refused(const std::string& msg) { return json{{"result", "refused"}, {"error", msg}}; }
+
   json summarize_failure(const json& q, const std::string& status) {
-    std::string err = q.value("error-desc", std::string("migration ") + status);
+    std::string err = json_string(q, "error-desc", "migration " + status);
     for (const char* k : {"source-encmigd", "destination-encmigd"}) {
       auto it = summary_.find(k);
       if (it != summary_.end() && it->is_object() && it->contains("error") && (*it)["error"].is_string()) {
@@ -264,12 +311,12 @@ class DirectMigration {
   }
 
   json summarize_success(const json& q) {
-    summary_["total-time-ms"] = q.value("total-time", 0);
-    summary_["downtime-ms"] = q.value("downtime", 0);
-    summary_["setup-time-ms"] = q.value("setup-time", 0);
+    summary_["total-time-ms"] = json_int(q, "total-time");
+    summary_["downtime-ms"] = json_int(q, "downtime");
+    summary_["setup-time-ms"] = json_int(q, "setup-time");
     if (auto ram = q.find("ram"); ram != q.end() && ram->is_object()) {
-      summary_["bytes"] = ram->value("transferred", uint64_t(0));
-      summary_["ram-total"] = ram->value("total", uint64_t(0));
+      summary_["bytes"] = json_int(*ram, "transferred");
+      summary_["ram-total"] = json_int(*ram, "total");
       double t = summary_["total-time-ms"].get<double>() / 1000.0;
       summary_["throughput-mbytes-per-s"] = t > 0 ? summary_["bytes"].get<double>() / t / 1e6 : 0.0;
     }
@@ -282,6 +329,7 @@ class DirectMigration {
   std::optional<QmpClient> sd_, dd_;
   json dst_caps_, summary_;
   bool encrypt_ = false;
+  Capability hosts_ = Capability::kNoDaemon;
   std::string reason_, id_;
 };
 

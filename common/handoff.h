@@ -12,16 +12,32 @@
 //   value = key (32 bytes) || nonce (8 bytes)
 //
 // encmigd on that host finds the secret through its local libvirt
-// connection, reads and then overwrites the value (one zero byte), arms the
-// migration, and answers by redefining the secret with its state added to the
-// description JSON. encmig undefines the secret when the migration ends.
-// A probe is the same with usage "encmig-probe/<hex>" and no value.
+// connection, reads and then overwrites the value (one zero byte) before it
+// does anything else, checks the request's MAC, arms the migration, and
+// answers by redefining the secret with its state added to the description
+// JSON, under a MAC of its own. encmig undefines the secret when the
+// migration ends. A probe is the same with usage "encmig-probe/<hex>", no
+// value and no MAC (it carries no key and arms nothing).
+//
+// Authentication. A libvirt client allowed to write secrets, but not to touch
+// domains, must not be able to steer a migration. So both sides sign what
+// they write, with keys only the holders of the migration key can derive:
+//
+//   PRK      = HKDF-Extract(salt = "encmig/1 handoff" || nonce || id, IKM = key)
+//   K_req    = HKDF-Expand(PRK, "encmig/1 handoff request", 32)
+//   K_ans    = HKDF-Expand(PRK, "encmig/1 handoff answer", 32)
+//   "mac"    = hex(HMAC-SHA256(K, canonical JSON of the description without "mac"))
+//
+// The canonical JSON is nlohmann's dump(): keys sorted, no whitespace. An
+// answer covers the whole description (the request and every answer field)
+// and carries "seq", which only grows, so an older answer cannot be replayed.
 // docs/libvirt.md describes the fields.
 #pragma once
 #include <nlohmann/json.hpp>
 #include <string>
 
-#include "migration/wire.h"  // ErrorCode
+#include "crypto/secret.h"
+#include "migration/key_schedule.h"
 
 namespace encmig::handoff {
 
@@ -40,5 +56,19 @@ Result<json> parse(const std::string& secret_xml);
 // Per-migration socket paths under a daemon's run directory.
 std::string migrate_path(const std::string& run_dir, const std::string& id);
 std::string nbd_path(const std::string& run_dir, const std::string& id);
+
+inline constexpr std::string_view kLabelSalt = "encmig/1 handoff";
+inline constexpr std::string_view kLabelRequest = "encmig/1 handoff request";
+inline constexpr std::string_view kLabelAnswer = "encmig/1 handoff answer";
+
+// The two MAC keys of one migration's hand-off.
+struct MacKeys {
+  Secret request, answer;
+  static Result<MacKeys> derive(const MigrationSecrets& m);
+};
+// Adds "mac" to `description`, over everything else in it.
+Status sign(json& description, const Secret& key);
+// Checks "mac" in constant time; kAuthFailed when absent or wrong.
+Status verify(const json& description, const Secret& key);
 
 }  // namespace encmig::handoff

@@ -4,6 +4,11 @@
 
 #include <cerrno>
 
+#include <sys/socket.h>
+
+#include <cstring>
+
+#include "common/json.h"
 #include "crypto/secret.h"
 
 namespace encmig {
@@ -34,7 +39,12 @@ std::vector<std::string> split_json_objects(std::string& buf) {
       consumed = i + 1;
     }
   }
-  buf.erase(0, consumed);
+  // Drop what was consumed without leaving a stale copy (requests may carry
+  // a key) in the string's spare capacity.
+  size_t rest = buf.size() - consumed;
+  std::memmove(buf.data(), buf.data() + consumed, rest);
+  secure_wipe(buf.data() + rest, consumed);
+  buf.resize(rest);
   return out;
 }
 
@@ -52,6 +62,12 @@ Result<QmpClient> QmpClient::connect(const std::string& path, int timeout_ms) {
   auto r = c.execute("qmp_capabilities");
   if (!r) return r.error();
   return c;
+}
+
+pid_t QmpClient::peer_pid() const {
+  ucred cred{};
+  socklen_t len = sizeof cred;
+  return getsockopt(fd_.get(), SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0 ? cred.pid : 0;
 }
 
 Result<json> QmpClient::read_object() {
@@ -90,7 +106,7 @@ Result<json> QmpClient::execute(const std::string& cmd, const json& args) {
       continue;
     }
     if (o->contains("error"))
-      return make_error(ErrorCode::kPeerError, cmd + ": " + (*o)["error"].value("desc", std::string("error")));
+      return make_error(ErrorCode::kPeerError, cmd + ": " + json_string(json_object(*o, "error"), "desc", "error"));
     if (o->contains("return")) return (*o)["return"];
   }
 }

@@ -1,6 +1,8 @@
 // QMP framing and a small blocking QMP client, for QEMU's monitor and
 // encmigd's control socket.
 #pragma once
+#include <sys/types.h>
+
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -20,6 +22,8 @@ class QmpClient {
   std::vector<json> take_events();
   const json& greeting() const { return greeting_; }
   const std::string& path() const { return path_; }
+  // The process at the other end (QEMU's pid, for a QEMU monitor), or 0.
+  pid_t peer_pid() const;
 
  private:
   Result<json> read_object();

@@ -43,4 +43,10 @@ Status sha256(std::span<const uint8_t> data, uint8_t out[kSha256Size]) {
   return {};
 }
 
+Status hmac_sha256(const Secret& key, std::span<const uint8_t> data, uint8_t out[kSha256Size]) {
+  if (gnutls_hmac_fast(GNUTLS_MAC_SHA256, key.data(), key.size(), data.data(), data.size(), out) != 0)
+    return make_error(crypto_error::kCrypto, "hmac-sha256");
+  return {};
+}
+
 }  // namespace encmig

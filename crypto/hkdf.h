@@ -1,4 +1,4 @@
-// HKDF-SHA256 (RFC 5869) and SHA-256, through GnuTLS.
+// HKDF-SHA256 (RFC 5869), HMAC-SHA256 and SHA-256, through GnuTLS.
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -20,5 +20,7 @@ Result<Secret> hkdf_expand(const Secret& prk, std::span<const uint8_t> info, siz
 Status hkdf_expand_to(const Secret& prk, std::span<const uint8_t> info, uint8_t* out, size_t length);
 
 Status sha256(std::span<const uint8_t> data, uint8_t out[kSha256Size]);
+// HMAC-SHA256 (RFC 2104).
+Status hmac_sha256(const Secret& key, std::span<const uint8_t> data, uint8_t out[kSha256Size]);
 
 }  // namespace encmig

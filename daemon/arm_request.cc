@@ -1,5 +1,6 @@
 #include "daemon/arm_request.h"
 
+#include <cctype>
 #include <cstring>
 
 #include "common/handoff.h"
@@ -26,8 +27,11 @@ const ArmArgument kArmArguments[] = {
     {"qemu-path", "string: path", "destination", true, false, false,
      "QEMU's incoming migration socket (one of the two paths is required)"},
     {"qemu-nbd-path", "string: path", "destination", true, false, false, "QEMU's NBD server socket"},
+    {"qemu-pid", "integer: a pid", "both", true, false, false,
+     "the migrating QEMU's pid: only it may use the sockets (libvirt: found by domain name)"},
     {"nbd", "boolean", "both", false, true, false, "libvirt: also carry NBD storage connections"},
-    {"domain", "string", "both", false, true, false, "libvirt: the domain's name, for logs"},
+    {"domain", "string: a libvirt domain name", "both", false, true, true,
+     "libvirt: the domain's name on this host; only its QEMU (and the source's libvirtd) may use the sockets"},
     {"encmig", "integer: 1", "both", false, true, true, "libvirt: the hand-off format version"},
 };
 const size_t kArmArgumentCount = sizeof kArmArguments / sizeof kArmArguments[0];
@@ -61,16 +65,35 @@ Result<std::string> string_arg(const json& args, const char* name) {
   return it->get_ref<const std::string&>();
 }
 
-Status check_path(const char* name, const std::string& p) {
+// A socket path must be a plain name directly in the daemon's run directory:
+// nothing outside it, no "..", no subdirectory, no NUL.
+Status check_path(const char* name, const std::string& p, const std::string& run_dir) {
+  if (p.empty()) return {};
   if (p.find('\0') != std::string::npos) return bad(name, "contains a NUL byte");
   if (p.size() > 107) return bad(name, "longer than a UNIX socket path may be");
+  std::string dir = run_dir;
+  while (dir.size() > 1 && dir.back() == '/') dir.pop_back();
+  if (p.compare(0, dir.size() + 1, dir + "/") != 0) return bad(name, "must be a file directly in the run directory " + dir);
+  std::string leaf = p.substr(dir.size() + 1);
+  if (leaf.empty() || leaf == "." || leaf == ".." || leaf.find('/') != std::string::npos)
+    return bad(name, "must be a file directly in the run directory " + dir);
+  for (char c : leaf)
+    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' || c == '-'))
+      return bad(name, "may use only letters, digits, '.', '_' and '-'");
   return {};
+}
+
+bool valid_domain_name(const std::string& n) {
+  if (n.empty() || n.size() > 200 || n[0] == '.') return false;
+  for (char c : n)
+    if (c == '/' || c == '\0' || static_cast<unsigned char>(c) < 0x20) return false;
+  return true;
 }
 
 }  // namespace
 
-Result<MigrationConfig> parse_arm_request(const json& args, ArmChannel channel, const std::string& handoff_id,
-                                          const std::string& run_dir) {
+Result<MigrationConfig> parse_arm_request(const json& args, ArmChannel channel, const std::string& run_dir,
+                                          const std::string& handoff_id) {
   if (!args.is_object()) return make_error(ErrorCode::kInvalidArgument, "arguments must be an object");
   const bool qmp = channel == ArmChannel::kQmp;
   for (auto it = args.begin(); it != args.end(); ++it) {
@@ -103,7 +126,13 @@ Result<MigrationConfig> parse_arm_request(const json& args, ArmChannel channel, 
   }
   if (auto it = args.find("encmig"); it != args.end() && !(it->is_number_integer() && it->get<int64_t>() == handoff::kFormat))
     return bad("encmig", "unsupported hand-off format");
-  if (auto d = string_arg(args, "domain"); !d) return d.error();
+  auto domain = string_arg(args, "domain");
+  if (!domain) return domain.error();
+  if (!qmp && !valid_domain_name(domain.value())) return bad("domain", "must be a libvirt domain name");
+  if (auto it = args.find("qemu-pid"); it != args.end()) {
+    if (!it->is_number_integer() || it->get<int64_t>() < 1 || it->get<int64_t>() > (1 << 22)) return bad("qemu-pid", "must be a pid");
+    cfg.local_peer.qemu_pid = pid_t(it->get<int64_t>());
+  }
 
   if (cfg.role == MigrationRole::kSource) {
     auto peer = string_arg(args, "peer");
@@ -116,6 +145,8 @@ Result<MigrationConfig> parse_arm_request(const json& args, ArmChannel channel, 
   }
 
   if (!qmp) {
+    cfg.local_peer.libvirt_domain = domain.value();
+    cfg.local_peer.allow_libvirtd = cfg.role == MigrationRole::kSource;
     std::string p = handoff::migrate_path(run_dir, id_text.value());
     std::string n = nbd ? handoff::nbd_path(run_dir, id_text.value()) : "";
     (cfg.role == MigrationRole::kSource ? cfg.listen_path : cfg.qemu_path) = p;
@@ -134,8 +165,8 @@ Result<MigrationConfig> parse_arm_request(const json& args, ArmChannel channel, 
   if (main_path->empty() && nbd_path->empty())
     return make_error(ErrorCode::kInvalidArgument,
                       std::string(source ? "source" : "destination") + " needs '" + main_name + "' or '" + nbd_name + "'");
-  if (auto st = check_path(main_name, main_path.value()); !st) return st.error();
-  if (auto st = check_path(nbd_name, nbd_path.value()); !st) return st.error();
+  if (auto st = check_path(main_name, main_path.value(), run_dir); !st) return st.error();
+  if (auto st = check_path(nbd_name, nbd_path.value(), run_dir); !st) return st.error();
   (source ? cfg.listen_path : cfg.qemu_path) = main_path.value();
   (source ? cfg.nbd_listen_path : cfg.qemu_nbd_path) = nbd_path.value();
   return cfg;

@@ -34,10 +34,12 @@ extern const size_t kArmArgumentCount;
 // The argument table as JSON (query-command-arguments).
 nlohmann::json arm_arguments_json();
 
-// Parses role, streams, peer and the paths. For kQmp the id is args["id"];
-// for kHandoff it is `handoff_id` and the paths are placed under `run_dir`.
-Result<MigrationConfig> parse_arm_request(const nlohmann::json& args, ArmChannel channel,
-                                          const std::string& handoff_id = "", const std::string& run_dir = "");
+// Parses role, streams, peer, who may use the local sockets, and the paths.
+// For kQmp the id is args["id"] and each path must be a plain file name in
+// `run_dir`; for kHandoff the id is `handoff_id` and the paths are placed in
+// `run_dir`/<id>/.
+Result<MigrationConfig> parse_arm_request(const nlohmann::json& args, ArmChannel channel, const std::string& run_dir,
+                                          const std::string& handoff_id = "");
 
 // kQmp: the key (base64, 32 bytes) and nonce (16 hex digits) from the
 // arguments; the caller sets the id. The key's text in `args` is wiped

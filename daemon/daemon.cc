@@ -1,5 +1,11 @@
 #include "daemon/daemon.h"
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+
 #include "daemon/arm_request.h"
 #include "migration/log.h"
 
@@ -20,13 +26,20 @@ std::string str_arg(const json& a, const char* k) {
 Result<std::unique_ptr<Daemon>> Daemon::create(DaemonOptions opts) {
   std::unique_ptr<Daemon> d(new Daemon());
   d->opts_ = std::move(opts);
-  DataPlaneOptions dp;
-  dp.listen = d->opts_.data_listen;
-  dp.socket = {d->opts_.socket_buffer, true, d->opts_.notsent_lowat};
-  dp.handshake_timeout_ms = d->opts_.handshake_timeout_ms;
-  dp.order_timeout_ms = d->opts_.order_timeout_ms;
-  dp.software = kSoftware;
-  auto data = DataPlane::create(std::move(dp));
+  // The run directory: root's; others may pass through but not list it, so
+  // the per-migration directories' names (the migration ids) stay private.
+  if (mkdir(d->opts_.run_dir.c_str(), 0711) != 0 && errno != EEXIST)
+    return make_error(ErrorCode::kIo, "mkdir " + d->opts_.run_dir + ": " + errno_text(errno));
+  {
+    Fd dir(::open(d->opts_.run_dir.c_str(), O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+    struct stat st {};
+    if (!dir.valid() || fstat(dir.get(), &st) != 0)
+      return make_error(ErrorCode::kIo, "open " + d->opts_.run_dir + ": " + errno_text(errno));
+    if (st.st_uid != geteuid())
+      return make_error(ErrorCode::kPolicy, "the run directory " + d->opts_.run_dir + " must belong to encmigd's user");
+    fchmod(dir.get(), 0711);
+  }
+  auto data = DataPlane::create(d->opts_.data);
   if (!data) return data.error();
   d->data_ = std::move(data.value());
   Daemon* self = d.get();
@@ -39,15 +52,13 @@ Result<std::unique_ptr<Daemon>> Daemon::create(DaemonOptions opts) {
 
 void Daemon::run() {
   data_->start();
-  log_line(std::string(kSoftware) + " listening on " + HostPort{opts_.data_listen.host, data_->port()}.str() +
+  log_line(std::string(kSoftware) + " listening on " + HostPort{opts_.data.listen.host, data_->port()}.str() +
            ", control " + opts_.control_path);
   qmp_->run();
+  data_->stop();
 }
 
-void Daemon::stop() {
-  data_->stop();
-  qmp_->stop();
-}
+void Daemon::request_stop() { qmp_->stop(); }
 
 Result<std::shared_ptr<Migration>> Daemon::arm_migration(MigrationConfig cfg, MigrationSecrets sec) {
   std::string idh = id_hex(cfg.id);
@@ -67,16 +78,17 @@ Result<std::shared_ptr<Migration>> Daemon::arm_migration(MigrationConfig cfg, Mi
   return mig;
 }
 
-Result<json> Daemon::end_migration(const std::string& id, bool cancel) {
+Result<json> Daemon::end_migration(const std::string& id, bool cancel, const std::string& reason) {
   auto mig = data_->take(id);
   if (!mig) return make_error(ErrorCode::kUnknownMigration, id);
-  mig->end(cancel);
+  mig->end(cancel, reason);
+  data_->retire(mig);
   return json::parse(mig->status_json());
 }
 
 Result<json> Daemon::arm(json& args) {
   auto sec = parse_arm_secrets(args);  // first: it wipes the key's text
-  auto cfg = parse_arm_request(args, ArmChannel::kQmp);
+  auto cfg = parse_arm_request(args, ArmChannel::kQmp, opts_.run_dir);
   if (!cfg) return cfg.error();
   if (!sec) return sec.error();
   sec->id = cfg->id;
@@ -91,7 +103,7 @@ json Daemon::capabilities_json() const {
               {"ciphers", {"aes-256-gcm"}},
               {"data-port", data_->port()},
               {"max-record", wire::kMaxRecordPayload},
-              {"socket-buffer", opts_.socket_buffer}};
+              {"socket-buffer", opts_.data.socket.buffer_bytes}};
 }
 
 json Daemon::stats_json() {
@@ -99,6 +111,9 @@ json Daemon::stats_json() {
   return json{{"migrations-armed", armed_total_.load()},
               {"migrations-open", s.open},
               {"connections-rejected", s.rejected_connections},
+              {"connections-pending", s.pending},
+              {"pre-auth-refused", s.refused},
+              {"local-peers-refused", s.local_refused},
               {"probes", s.probes},
               {"failures", s.failures}};
 }

@@ -13,34 +13,39 @@
 
 namespace encmig {
 
+inline constexpr const char* kSoftware = "encmigd 0.1.0";
+
 struct DaemonOptions {
   std::string control_path = "/run/encmig/encmigd.sock";
-  HostPort data_listen{"0.0.0.0", 16520};
-  int socket_buffer = 192 << 20;  // about 10 Gb/s x 150 ms
-  int notsent_lowat = 1 << 20;    // unsent bytes the kernel may queue per stream
-  int handshake_timeout_ms = 10000;
-  int order_timeout_ms = 30000;
+  // The data plane: port, socket options, limits on unauthenticated
+  // connections, migration timers and limits.
+  DataPlaneOptions data = [] {
+    DataPlaneOptions d;
+    d.socket = {192 << 20, true, 1 << 20};  // buffers for about 10 Gb/s x 150 ms; 1 MiB unsent per stream
+    d.software = kSoftware;
+    return d;
+  }();
   // libvirt hand-off (daemon/libvirt_agent.h): "" disables it.
   std::string libvirt_uri = "qemu:///system";
   std::string run_dir = "/run/encmig";  // per-migration socket directories
   std::string qemu_group;               // group that may use them ("" = libvirt-qemu if it exists)
 };
 
-inline constexpr const char* kSoftware = "encmigd 0.1.0";
-
 class Daemon {
  public:
   static Result<std::unique_ptr<Daemon>> create(DaemonOptions opts);
   // Serves the control socket on the calling thread until stop().
   void run();
-  void stop();
+  // Async-signal-safe: run() returns soon after.
+  void request_stop();
   uint16_t data_port() const { return data_->port(); }
   const DaemonOptions& options() const { return opts_; }
 
   // Arms a migration from parsed parts (QMP command or libvirt hand-off).
   Result<std::shared_ptr<Migration>> arm_migration(MigrationConfig cfg, MigrationSecrets sec);
-  // Ends (or cancels) an armed migration; returns its final status.
-  Result<json> end_migration(const std::string& id, bool cancel);
+  // Ends (or cancels) an armed migration and drops it from the table;
+  // returns its status. `reason` goes into its outcome line.
+  Result<json> end_migration(const std::string& id, bool cancel, const std::string& reason = "");
 
  private:
   Daemon() = default;

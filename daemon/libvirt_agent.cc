@@ -9,7 +9,7 @@
 #include <set>
 #include <thread>
 
-#include "common/handoff.h"
+#include "common/json.h"
 #include "daemon/arm_request.h"
 #include "migration/handshake_io.h"
 #include "migration/log.h"
@@ -24,10 +24,6 @@ std::string uuid_of(virSecretPtr s) {
   virSecretGetUUIDString(s, buf);
   return buf;
 }
-
-bool terminal(MigrationState st) {
-  return st == MigrationState::kCompleted || st == MigrationState::kFailed || st == MigrationState::kCancelled;
-}
 }  // namespace
 
 Result<std::unique_ptr<LibvirtAgent>> LibvirtAgent::create(Daemon& daemon) {
@@ -38,8 +34,6 @@ Result<std::unique_ptr<LibvirtAgent>> LibvirtAgent::create(Daemon& daemon) {
     if (const struct group* g = getgrnam(gname.c_str())) a->qemu_gid_ = int(g->gr_gid);
     else if (!o.qemu_group.empty()) return make_error(ErrorCode::kInvalidArgument, "no such group: " + gname);
   }
-  if (mkdir(o.run_dir.c_str(), 0755) != 0 && errno != EEXIST)
-    return make_error(ErrorCode::kIo, "mkdir " + o.run_dir + ": " + std::string(strerror(errno)));
   return a;
 }
 
@@ -84,8 +78,17 @@ bool LibvirtAgent::poll(virConnectPtr c) {
       e.probe = probe;
       e.id = usage.substr(probe ? std::strlen(handoff::kProbePrefix) : std::strlen(handoff::kUsagePrefix));
     }
-    if (e.reply.is_null()) handle_new(c, s.get(), e);
-    else refresh(c, e);
+    // Every parser is written not to throw; this is the last line of defence
+    // against a secret's contents (anyone allowed to define secrets writes them).
+    try {
+      if (e.work) collect(c, e);
+      else if (e.reply.is_null() && !e.done) handle_new(c, s.get(), e);
+      else refresh(c, e);
+    } catch (const std::exception& ex) {
+      log_line("hand-off " + e.id + ": internal error: " + ex.what());
+      e.done = true;
+      e.ended = Clock::now();
+    }
     // A secret its owner never removed: ours to clean up.
     if (e.done && Clock::now() - e.ended > kStaleAfterEnd) {
       log_line((e.probe ? "probe " : "migration ") + e.id + ": removing the hand-off secret left behind");
@@ -104,102 +107,139 @@ bool LibvirtAgent::poll(virConnectPtr c) {
   return true;
 }
 
+// A new secret: for a migration, the key leaves libvirt first; then the
+// request is checked against it, and the slow part runs off this thread.
 void LibvirtAgent::handle_new(virConnectPtr c, virSecretPtr s, Entry& e) {
   char* xml = virSecretGetXMLDesc(s, 0);
   if (!xml) return;
   auto req = handoff::parse(xml);
   free(xml);
-  if (!req) return answer(c, e, {{"state", "failed"}, {"detail", req.error().text()}});
-  if (req->contains("state")) {  // already answered (by us before a restart, or another daemon)
+  if (req && req->contains("state")) {  // answered already (by us before a restart, or another daemon)
     e.request = req.value();
     e.reply = req.value();
     e.done = true;
     e.ended = Clock::now();
     return;
   }
-  e.request = req.value();
-  json base{{"daemon", kSoftware}, {"data-port", d_.data_port()}, {"protocol", {wire::kVersion}}};
-  if (e.probe) return answer_probe(c, e, base);
-  auto mig = arm(s, e);
-  if (!mig) {
-    if (mig.error().code == ErrorCode::kNotReady) {  // value not set yet: try again next poll
-      if (Clock::now() - e.seen < kValueWait) return;
-    }
-    log_line("migration " + e.id + ": hand-off refused: " + mig.error().text());
-    json r = base;
-    r["state"] = "failed";
-    r["detail"] = mig.error().text();
-    answer(c, e, r);
-    e.done = true;
-    e.ended = Clock::now();
-    return;
+  if (e.probe) {
+    if (!req) return fail(c, e, req.error().text());
+    e.request = req.value();
+    return start_probe(e);
   }
-  e.mig = mig.value();
-  json r = base;
-  r["state"] = "ready";
-  r["path"] = handoff::migrate_path(d_.options().run_dir, e.id);
-  if (!e.mig->config().qemu_nbd_path.empty() || !e.mig->config().nbd_listen_path.empty())
-    r["nbd-path"] = handoff::nbd_path(d_.options().run_dir, e.id);
-  answer(c, e, r);
-}
-
-void LibvirtAgent::answer_probe(virConnectPtr c, Entry& e, json r) {
-  r["state"] = "ready";
-  if (auto it = e.request.find("peer"); it != e.request.end() && it->is_string()) {
-    auto hp = HostPort::parse(it->get<std::string>());
-    auto pr = hp ? probe_daemon(hp.value(), 2000) : Result<wire::ProbeReply>(hp.error());
-    if (pr) r["peer-daemon"] = pr->software;
-    else r["peer-error"] = pr.error().text();
-  }
-  answer(c, e, r);
-  e.done = true;
-  e.ended = Clock::now();
-}
-
-// The hand-off's steps: parse the request, check the destination daemon
-// answers (source), take the key out of libvirt, make the socket directory,
-// arm, and let QEMU's group use the sockets.
-Result<std::shared_ptr<Migration>> LibvirtAgent::arm(virSecretPtr s, Entry& e) {
-  const std::string& run = d_.options().run_dir;
-  auto cfg = parse_arm_request(e.request, ArmChannel::kHandoff, e.id, run);
-  if (!cfg) return cfg.error();
-  if (cfg->role == MigrationRole::kSource) {
-    // The destination daemon must answer before QEMU is told anything.
-    auto pr = probe_daemon(cfg->peer, 3000);
-    if (!pr)
-      return make_error(pr.error().code, "destination encmigd at " + cfg->peer.str() + " does not answer: " + pr.error().text());
-  }
-
   size_t size = 0;
   unsigned char* v = virSecretGetValue(s, &size, 0);
-  if (!v) return make_error(ErrorCode::kNotReady, "the secret has no value yet");
-  auto sec = secrets_from_value(v, size, cfg->id);
+  if (!v) {
+    virResetLastError();
+    if (Clock::now() - e.seen < kValueWait) return;  // not set yet: look again at the next poll
+    return fail(c, e, "the secret has no value");
+  }
+  auto sec = id_from_hex(e.id) ? secrets_from_value(v, size, id_from_hex(e.id).value())
+                               : Result<MigrationSecrets>(make_error(ErrorCode::kInvalidArgument, "bad migration id in the secret's name"));
   secure_wipe(v, size);
   free(v);
   // The key now lives only here: leave libvirtd a single zero byte.
   unsigned char zero = 0;
   virSecretSetValue(s, &zero, 1, 0);
-  if (!sec) return sec.error();
-
-  prepare_dir(e.id);
-  auto mig = d_.arm_migration(cfg.value(), std::move(sec.value()));
-  if (!mig) {
-    remove_dir(e.id);
-    return mig.error();
-  }
-  chown_sockets(cfg.value());
-  return mig;
+  if (!sec) return fail(c, e, sec.error().text());
+  auto keys = handoff::MacKeys::derive(sec.value());
+  if (!keys) return fail(c, e, keys.error().text());
+  e.answer_key = std::move(keys->answer);
+  if (!req) return fail(c, e, req.error().text());
+  e.request = req.value();
+  if (auto st = handoff::verify(e.request, keys->request); !st) return fail(c, e, "hand-off request refused: " + st.error().text());
+  json body = e.request;
+  body.erase("mac");
+  auto cfg = parse_arm_request(body, ArmChannel::kHandoff, d_.options().run_dir, e.id);
+  if (!cfg) return fail(c, e, cfg.error().text());
+  cfg->socket_gid = qemu_gid_;
+  start_arm(c, e, std::move(cfg.value()), std::move(sec.value()));
 }
 
-void LibvirtAgent::chown_sockets(const MigrationConfig& cfg) {
-  if (qemu_gid_ < 0 || cfg.role != MigrationRole::kSource) return;
-  for (const std::string& p : {cfg.listen_path, cfg.nbd_listen_path})
-    if (!p.empty()) (void)chown(p.c_str(), 0, gid_t(qemu_gid_));
+void LibvirtAgent::start_probe(Entry& e) {
+  auto w = std::make_shared<Work>();
+  e.work = w;
+  json base{{"daemon", kSoftware}, {"data-port", d_.data_port()}, {"protocol", {wire::kVersion}}, {"state", "ready"}};
+  std::string peer = json_string(e.request, "peer");
+  std::thread([w, base, peer] {
+    json r = base;
+    if (!peer.empty()) {
+      auto hp = HostPort::parse(peer);
+      auto pr = hp ? probe_daemon(hp.value(), 2000) : Result<wire::ProbeReply>(hp.error());
+      if (pr) r["peer-daemon"] = pr->software;
+      else r["peer-error"] = pr.error().text();
+    }
+    std::lock_guard<std::mutex> g(w->mu);
+    w->reply = r;
+    w->ready = true;
+  }).detach();
+}
+
+// The source first checks that the destination daemon answers, so QEMU is
+// told nothing it cannot do; then the socket directory and the migration.
+void LibvirtAgent::start_arm(virConnectPtr, Entry& e, MigrationConfig cfg, MigrationSecrets sec) {
+  auto w = std::make_shared<Work>();
+  e.work = w;
+  Daemon& d = d_;
+  std::string id = e.id;
+  int gid = qemu_gid_;
+  auto held = std::make_shared<MigrationSecrets>(std::move(sec));
+  std::thread([w, &d, id, gid, cfg, held]() mutable {
+    json r{{"daemon", kSoftware}, {"data-port", d.data_port()}, {"protocol", {wire::kVersion}}};
+    Result<std::shared_ptr<Migration>> mig = make_error(ErrorCode::kInternal);
+    const bool source = cfg.role == MigrationRole::kSource;
+    auto pr = source ? probe_daemon(cfg.peer, 3000) : Result<wire::ProbeReply>(wire::ProbeReply{});
+    if (!pr) {
+      mig = make_error(pr.error().code, "destination encmigd at " + cfg.peer.str() + " does not answer: " + pr.error().text());
+    } else if (auto st = make_private_dir(d.options().run_dir, id, source ? 0750 : 0770, gid); !st) {
+      mig = st.error();
+    } else {
+      mig = d.arm_migration(cfg, std::move(*held));
+      if (!mig) remove_private_dir(d.options().run_dir, id, {"migrate.sock", "nbd.sock"});
+    }
+    *held = MigrationSecrets{};
+    if (mig) {
+      r["state"] = "ready";
+      r["path"] = handoff::migrate_path(d.options().run_dir, id);
+      if (!cfg.qemu_nbd_path.empty() || !cfg.nbd_listen_path.empty()) r["nbd-path"] = handoff::nbd_path(d.options().run_dir, id);
+    } else {
+      r["state"] = "failed";
+      r["detail"] = mig.error().text();
+      log_line("migration " + id + ": hand-off refused: " + mig.error().text());
+    }
+    std::lock_guard<std::mutex> g(w->mu);
+    if (mig && w->abandoned) {  // the secret went away meanwhile
+      (void)d.end_migration(id, true, "hand-off secret removed before the daemon was ready");
+      remove_private_dir(d.options().run_dir, id, {"migrate.sock", "nbd.sock"});
+      return;
+    }
+    w->reply = r;
+    if (mig) w->mig = mig.value();
+    w->ready = true;
+  }).detach();
+}
+
+void LibvirtAgent::collect(virConnectPtr c, Entry& e) {
+  std::unique_lock<std::mutex> g(e.work->mu);
+  if (!e.work->ready) return;
+  json r = std::move(e.work->reply);
+  e.mig = e.work->mig;
+  g.unlock();
+  e.work.reset();
+  if (e.probe || !e.mig) {
+    e.done = true;
+    e.ended = Clock::now();
+  }
+  answer(c, e, r);
 }
 
 void LibvirtAgent::answer(virConnectPtr c, Entry& e, json reply) {
   json d = e.request.is_object() ? e.request : json{{"encmig", handoff::kFormat}};
+  d.erase("mac");
   for (auto& [k, v] : reply.items()) d[k] = v;
+  if (e.answer_key) {
+    d["seq"] = ++e.seq;
+    (void)handoff::sign(d, *e.answer_key);
+  }
   e.reply = d;
   std::string xml = handoff::secret_xml(e.usage, d, e.uuid);
   virSecretPtr s = virSecretDefineXML(c, xml.c_str(), 0);
@@ -207,22 +247,24 @@ void LibvirtAgent::answer(virConnectPtr c, Entry& e, json reply) {
   else virSecretFree(s);
 }
 
+void LibvirtAgent::fail(virConnectPtr c, Entry& e, const std::string& detail) {
+  log_line((e.probe ? "probe " : "migration ") + e.id + ": hand-off refused: " + detail);
+  e.done = true;
+  e.ended = Clock::now();
+  answer(c, e, {{"state", "failed"}, {"detail", detail}, {"daemon", kSoftware}});
+}
+
 void LibvirtAgent::refresh(virConnectPtr c, Entry& e) {
   if (!e.mig || e.done) return;
   MigrationState st = e.mig->state();
-  if (st == MigrationState::kArmed && Clock::now() - e.seen > kIdleArmed) {
-    log_line("migration " + e.id + ": armed but unused for 10 minutes, cancelling");
-    (void)d_.end_migration(e.id, true);
-    st = e.mig->state();
-  }
   std::string name = state_name(st);
-  if (e.reply.value("state", "") == name || (st == MigrationState::kArmed && e.reply.value("state", "") == "ready"))
-    return;
+  std::string said = json_string(e.reply, "state");
+  if (said == name || (st == MigrationState::kArmed && said == "ready")) return;
   json r{{"state", name}};
   if (terminal(st)) {
-    json s = json::parse(e.mig->status_json());
+    json s = json::parse(e.mig->status_json(), nullptr, false);
     r["status"] = s;
-    if (s.contains("error")) r["detail"] = s["error"];
+    if (s.is_object() && s.contains("error")) r["detail"] = s["error"];
     e.done = true;
     e.ended = Clock::now();
   }
@@ -230,28 +272,22 @@ void LibvirtAgent::refresh(virConnectPtr c, Entry& e) {
 }
 
 void LibvirtAgent::forget(Entry& e) {
+  if (e.work) {
+    std::lock_guard<std::mutex> g(e.work->mu);
+    e.work->abandoned = true;
+    if (e.work->mig) e.mig = e.work->mig;  // armed just now
+  }
   if (e.mig) {
-    bool live = !terminal(e.mig->state());
-    (void)d_.end_migration(e.id, live);
-    log_line("migration " + e.id + (live ? ": hand-off secret removed while streams were open; cancelled"
-                                       : ": hand-off secret removed; migration forgotten"));
-    remove_dir(e.id);
+    MigrationState st = e.mig->state();
+    if (!terminal(st))
+      (void)d_.end_migration(e.id, true, st == MigrationState::kArmed ? "hand-off secret removed before any stream opened"
+                                                                      : "hand-off secret removed while streams were open");
+    else
+      (void)d_.end_migration(e.id, false);
+    remove_private_dir(d_.options().run_dir, e.id, {"migrate.sock", "nbd.sock"});
     e.mig.reset();
   }
-}
-
-void LibvirtAgent::prepare_dir(const std::string& id) {
-  std::string dir = d_.options().run_dir + "/" + id;
-  mkdir(dir.c_str(), 0770);
-  chmod(dir.c_str(), 0770);
-  if (qemu_gid_ >= 0) (void)chown(dir.c_str(), 0, gid_t(qemu_gid_));
-}
-
-void LibvirtAgent::remove_dir(const std::string& id) {
-  const std::string& run = d_.options().run_dir;
-  unlink(handoff::migrate_path(run, id).c_str());
-  unlink(handoff::nbd_path(run, id).c_str());
-  rmdir((run + "/" + id).c_str());
+  e.answer_key.reset();
 }
 
 }  // namespace encmig

@@ -1,13 +1,19 @@
 // encmigd's side of the libvirt key hand-off (common/handoff.h): watches the
-// local libvirtd for encmig secrets, arms migrations from them, answers with
-// readiness and state, and ends a migration when its secret goes away.
+// local libvirtd for encmig secrets, takes the key out of libvirt before it
+// does anything else, checks the request's MAC, arms migrations from them
+// (off the polling thread, so a slow probe never holds up another hand-off),
+// answers with readiness and state under its own MAC, and ends a migration
+// when its secret goes away.
 #pragma once
 #include <atomic>
 #include <chrono>
 #include <map>
 #include <memory>
+#include <mutex>
+#include <optional>
 #include <string>
 
+#include "common/handoff.h"
 #include "common/libvirt.h"
 #include "daemon/daemon.h"
 
@@ -23,27 +29,35 @@ class LibvirtAgent {
   static constexpr auto kPollInterval = std::chrono::milliseconds(100);
   static constexpr auto kValueWait = std::chrono::seconds(5);          // define -> set-value gap
   static constexpr auto kStaleAfterEnd = std::chrono::seconds(120);    // secret left behind
-  static constexpr auto kIdleArmed = std::chrono::minutes(10);         // armed, never used
 
  private:
   explicit LibvirtAgent(Daemon& d) : d_(d) {}
+  // The result of work done off the polling thread (a probe, or arming).
+  struct Work {
+    std::mutex mu;
+    bool ready = false, abandoned = false;
+    json reply;
+    std::shared_ptr<Migration> mig;
+  };
   struct Entry {
     std::string uuid, usage, id;
-    json request, reply;
     bool probe = false, done = false;
+    json request, reply;  // reply: our last answer (the whole description)
+    uint64_t seq = 0;
+    std::optional<Secret> answer_key;  // K_ans, while the migration lives
     std::shared_ptr<Migration> mig;
+    std::shared_ptr<Work> work;
     std::chrono::steady_clock::time_point seen = std::chrono::steady_clock::now(), ended{};
   };
   bool poll(virConnectPtr c);
   void handle_new(virConnectPtr c, virSecretPtr s, Entry& e);
-  void answer_probe(virConnectPtr c, Entry& e, json base);
-  Result<std::shared_ptr<Migration>> arm(virSecretPtr s, Entry& e);
-  void chown_sockets(const MigrationConfig& cfg);
+  void start_probe(Entry& e);
+  void start_arm(virConnectPtr c, Entry& e, MigrationConfig cfg, MigrationSecrets sec);
+  void collect(virConnectPtr c, Entry& e);
   void answer(virConnectPtr c, Entry& e, json reply);
+  void fail(virConnectPtr c, Entry& e, const std::string& detail);
   void refresh(virConnectPtr c, Entry& e);
   void forget(Entry& e);
-  void prepare_dir(const std::string& id);
-  void remove_dir(const std::string& id);
 
   Daemon& d_;
   std::atomic<bool> stop_{false};

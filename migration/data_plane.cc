@@ -1,34 +1,17 @@
 #include "migration/data_plane.h"
 
-#include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <thread>
 
-#include "migration/handshake_io.h"
 #include "migration/log.h"
 #include "migration/relay.h"
 
 namespace encmig {
 
 namespace {
-
-std::string peer_name(const sockaddr_storage& ss) {
-  char host[128] = "?";
-  uint16_t port = 0;
-  if (ss.ss_family == AF_INET) {
-    auto* a = reinterpret_cast<const sockaddr_in*>(&ss);
-    inet_ntop(AF_INET, &a->sin_addr, host, sizeof host);
-    port = ntohs(a->sin_port);
-  } else if (ss.ss_family == AF_INET6) {
-    auto* a = reinterpret_cast<const sockaddr_in6*>(&ss);
-    inet_ntop(AF_INET6, &a->sin6_addr, host, sizeof host);
-    port = ntohs(a->sin6_port);
-  }
-  return HostPort{host, port}.str();
-}
 
 // Closes a registered stream when its handler leaves, on every path. Declared
 // after whatever owns the peer socket, so it runs first: stream_closed() must
@@ -46,24 +29,44 @@ Result<std::unique_ptr<DataPlane>> DataPlane::create(DataPlaneOptions o) {
   d->o_ = std::move(o);
   auto l = tcp_listen(d->o_.listen, d->o_.socket);
   if (!l) return l.error();
-  d->listen_ = std::move(l.value());
   sockaddr_storage ss{};
   socklen_t len = sizeof ss;
-  getsockname(d->listen_.get(), reinterpret_cast<sockaddr*>(&ss), &len);
+  getsockname(l->get(), reinterpret_cast<sockaddr*>(&ss), &len);
   d->port_ = ntohs(ss.ss_family == AF_INET6 ? reinterpret_cast<sockaddr_in6*>(&ss)->sin6_port
                                             : reinterpret_cast<sockaddr_in*>(&ss)->sin_port);
+  DataPlane* self = d.get();
+  HandshakeAcceptor::Hooks hooks;
+  hooks.secrets_for = [self](const wire::Hello& h) { return self->secrets_for(h); };
+  hooks.authenticated = [self](const wire::Hello& h, std::unique_ptr<EncryptedChannel> ch, const std::string& from) {
+    std::thread(&DataPlane::handle_authenticated, self, h, std::move(ch), from).detach();
+  };
+  hooks.probe_reply.software = d->o_.software;
+  auto a = HandshakeAcceptor::create(std::move(l.value()), d->o_.socket, d->o_.acceptor, std::move(hooks));
+  if (!a) return a.error();
+  d->acceptor_ = std::move(a.value());
   return d;
 }
 
-void DataPlane::start() { std::thread(&DataPlane::accept_data_loop, this).detach(); }
+void DataPlane::start() {
+  std::thread([this] { acceptor_->run(); }).detach();
+  std::thread(&DataPlane::reaper_loop, this).detach();
+}
 
-void DataPlane::stop() { ::shutdown(listen_.get(), SHUT_RDWR); }
+void DataPlane::stop() {
+  stop_ = true;
+  acceptor_->stop();
+}
 
 // ---- the migration table ----
 
 Status DataPlane::add(std::shared_ptr<Migration> m) {
   std::lock_guard<std::mutex> g(mu_);
   if (migrations_.count(m->id())) return make_error(ErrorCode::kAlreadyArmed, "migration " + m->id() + " is already armed");
+  int live = 0;
+  for (auto& [k, v] : migrations_) live += !terminal(v->state());
+  if (live >= o_.max_migrations)
+    return make_error(ErrorCode::kLimit, "too many migrations armed at once (" + std::to_string(live) + ", the limit is " +
+                                             std::to_string(o_.max_migrations) + ")");
   migrations_[m->id()] = std::move(m);
   return {};
 }
@@ -83,6 +86,12 @@ std::shared_ptr<Migration> DataPlane::take(const std::string& id) {
   return m;
 }
 
+void DataPlane::retire(std::shared_ptr<Migration> m) {
+  if (terminal(m->state())) return;
+  std::lock_guard<std::mutex> g(mu_);
+  retired_.push_back(std::move(m));
+}
+
 std::vector<std::shared_ptr<Migration>> DataPlane::list(const std::string& id) {
   std::lock_guard<std::mutex> g(mu_);
   std::vector<std::shared_ptr<Migration>> out;
@@ -97,100 +106,113 @@ void DataPlane::count_failure(ErrorCode code) {
 }
 
 DataPlane::Stats DataPlane::stats() {
-  std::lock_guard<std::mutex> g(mu_);
-  return Stats{rejected_.load(), probes_.load(), migrations_.size(), failures_};
+  Stats s;
+  {
+    std::lock_guard<std::mutex> g(mu_);
+    s.open = migrations_.size();
+    s.failures = failures_;
+  }
+  s.rejected_connections = acceptor_->alerts_sent();
+  s.probes = acceptor_->probes();
+  s.pending = acceptor_->pending();
+  s.local_refused = local_refused_;
+  for (int r = 0; r < HandshakeAcceptor::kRefusalCount; r++)
+    s.refused[HandshakeAcceptor::refusal_name(HandshakeAcceptor::Refusal(r))] =
+        acceptor_->refused(HandshakeAcceptor::Refusal(r));
+  return s;
 }
 
-// ---- data port (destination role) ----
-
-void DataPlane::accept_data_loop() {
-  for (;;) {
-    sockaddr_storage ss{};
-    socklen_t len = sizeof ss;
-    int fd = accept4(listen_.get(), reinterpret_cast<sockaddr*>(&ss), &len, SOCK_CLOEXEC);
-    if (fd < 0) {
-      if (errno == EINTR || errno == ECONNABORTED || errno == EMFILE || errno == ENFILE) continue;
-      return;  // shut down
+// Expiry, stalls and the end's grace, for every migration; and the table
+// forgets migrations that ended long ago and were never collected.
+void DataPlane::reaper_loop() {
+  while (!stop_) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+    auto now = std::chrono::steady_clock::now();
+    std::vector<std::shared_ptr<Migration>> all = list();
+    {
+      std::lock_guard<std::mutex> g(mu_);
+      all.insert(all.end(), retired_.begin(), retired_.end());
     }
-    apply_socket_options(fd, o_.socket);
-    std::thread(&DataPlane::handle_incoming, this, Fd(fd), peer_name(ss)).detach();
+    for (auto& m : all) m->tick(now, o_.timeouts);
+    std::vector<std::shared_ptr<Migration>> dropped;
+    {
+      std::lock_guard<std::mutex> g(mu_);
+      std::erase_if(retired_, [&](const std::shared_ptr<Migration>& m) {
+        if (!terminal(m->state())) return false;
+        dropped.push_back(m);
+        return true;
+      });
+      for (auto it = migrations_.begin(); it != migrations_.end();) {
+        auto& m = it->second;
+        if (terminal(m->state()) && now - m->ended_at() > o_.timeouts.keep_ended) {
+          dropped.push_back(m);
+          it = migrations_.erase(it);
+        } else {
+          ++it;
+        }
+      }
+    }
   }
 }
 
-void DataPlane::handle_incoming(Fd tcp, std::string from) {
-  ServerSocketHandshake hs(std::move(tcp), deadline_in(o_.handshake_timeout_ms));
-  auto hello = hs.read_hello();
-  if (!hello) {
-    log_line("connection from " + from + ": " + hello.error().message());
-    if (hs.alerted()) rejected_++;
-    count_failure(hello.error().code);
+// ---- the destination role: authenticated streams from the data port ----
+
+Result<MigrationSecrets> DataPlane::secrets_for(const wire::Hello& hello) {
+  auto mig = find(id_hex(hello.migration_id));
+  if (!mig || mig->config().role != MigrationRole::kDestination)
+    return make_error(ErrorCode::kUnknownMigration, "no such migration armed here");
+  return mig->secrets();
+}
+
+void DataPlane::handle_authenticated(wire::Hello hello, std::unique_ptr<EncryptedChannel> ch, std::string from) {
+  const std::string sname = ch->name();
+  auto mig = find(id_hex(hello.migration_id));
+  if (!mig) {
+    ch->send_error(ErrorCode::kUnknownMigration, "migration ended");
     return;
   }
-  if (hello->kind == wire::Kind::kProbe) {
-    probes_++;
-    wire::ProbeReply pr;
-    pr.software = o_.software;
-    hs.answer_probe(pr);
-    return;
-  }
-  const std::string id = id_hex(hello->migration_id);
-  const std::string sname = stream_name(hello->kind, hello->stream_index);
-  auto mig = find(id);
-  if (!mig || mig->config().role != MigrationRole::kDestination) {
-    log_line("connection from " + from + ": migration " + id + " stream " + sname + ": unknown migration id");
-    hs.reject(ErrorCode::kUnknownMigration, "no such migration armed here");
-    rejected_++;
-    count_failure(ErrorCode::kUnknownMigration);
-    return;
-  }
-  auto stream = mig->add_stream(hello->kind, hello->stream_index);
+  // The peer proved it holds the key: what it does wrong now is the migration's failure.
+  auto stream = mig->add_stream(hello.kind, hello.stream_index, o_.timeouts);
   if (!stream) {
-    hs.reject(stream.error().code, sname);
-    rejected_++;
+    if (ch->send_error(stream.error().code, sname + ": " + stream.error().message())) ch->linger(200);
     mig->fail(stream.error().code, sname, stream.error().message() + " (from " + from + ")");
     return;
   }
   std::shared_ptr<Stream> s = stream.value();
-  s->peer_fd = hs.fd();
-  std::unique_ptr<EncryptedChannel> ch;  // owns the socket once the handshake completes
+  s->peer_fd = ch->fd();
   StreamClosedOnExit closed{*mig, s};
   auto fail = [&](const Error& e) { mig->fail(e.code, sname, e.message()); };
 
-  auto secrets = mig->secrets();
-  if (!secrets) return fail(secrets.error());
-  auto done = hs.complete(secrets.value(), sname);
-  secrets.value() = MigrationSecrets{};
-  if (!done) {
-    if (hs.alerted()) rejected_++;
-    return fail(done.error());
-  }
-  ch = std::move(done.value());
-
   // Hand the stream to QEMU only now, and in the source's order.
   const MigrationConfig& cfg = mig->config();
-  const bool ordered = hello->kind == wire::Kind::kMigration;
+  const bool ordered = hello.kind == wire::Kind::kMigration;
   if (ordered) {
-    if (auto st = mig->wait_turn(hello->kind, hello->stream_index, std::chrono::milliseconds(o_.order_timeout_ms)); !st)
+    if (auto st = mig->wait_turn(hello.kind, hello.stream_index, std::chrono::milliseconds(o_.order_timeout_ms)); !st)
       return fail(st.error());
   }
   const std::string& path = ordered ? cfg.qemu_path : cfg.qemu_nbd_path;
+  pid_t qemu = 0;
   auto local = path.empty() ? Result<Fd>(make_error(ErrorCode::kInvalidArgument, "no local socket for " + sname))
-                            : unix_connect(path);
-  if (ordered) mig->turn_done(hello->kind);
-  if (!local) return fail(local.error());
+                            : connect_local(path, cfg.local_peer, &qemu);
+  if (ordered) mig->turn_done(hello.kind);
+  if (!local) {
+    if (ch->send_error(local.error().code, sname + ": destination QEMU: " + local.error().text())) ch->linger(200);
+    return fail(local.error());
+  }
+  s->qemu = ProcessWatch::of(qemu);
   mig->attach_local(s, std::move(local.value()));
-  if (auto st = relay_stream(*ch, *s); !st) fail(st.error());
+  if (auto st = relay_stream(*ch, *s, MigrationRole::kDestination); !st) fail(st.error());
 }
 
-// ---- local sockets (source role) ----
+// ---- the source role: QEMU's connections to the local sockets ----
 
 Status DataPlane::listen_local(const std::shared_ptr<Migration>& mig) {
   const MigrationConfig& cfg = mig->config();
   for (auto [path, kind] : {std::pair{cfg.listen_path, wire::Kind::kMigration}, std::pair{cfg.nbd_listen_path, wire::Kind::kNbd}}) {
     if (path.empty()) continue;
-    auto l = unix_listen(path, 0660);
+    auto l = listen_local_socket(path, 0660, cfg.socket_gid);
     if (!l) return l.error();
-    int lfd = l->get();
+    int lfd = l->fd.get();
     mig->add_listener(std::move(l.value()));
     std::thread(&DataPlane::accept_local_loop, this, mig, lfd, kind).detach();
   }
@@ -202,13 +224,28 @@ void DataPlane::accept_local_loop(std::shared_ptr<Migration> mig, int listen_fd,
     int fd = accept4(listen_fd, nullptr, nullptr, SOCK_CLOEXEC);
     if (fd < 0) {
       if (errno == EINTR || errno == ECONNABORTED) continue;
+      if (errno == EMFILE || errno == ENFILE) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+        continue;
+      }
       return;  // the migration ended and shut the listener down
     }
     Fd local(fd);
+    // Only the migrating domain's QEMU (or libvirtd for it) may feed this migration.
+    pid_t qemu = 0;
+    if (auto st = check_local_peer(fd, mig->config().local_peer, &qemu); !st) {
+      local_refused_++;
+      log_.log("local-peer-refused", "migration " + mig->id() + ": local connection refused: " + st.error().detail);
+      continue;
+    }
     // Indexes follow accept order, which is QEMU's connect order.
     uint32_t index = mig->next_source_index(kind);
-    auto s = mig->add_stream(kind, index);
-    if (!s) continue;  // migration over: `local` closes
+    auto s = mig->add_stream(kind, index, o_.timeouts);
+    if (!s) {
+      if (!terminal(mig->state())) mig->fail(s.error().code, stream_name(kind, index), s.error().message());
+      continue;
+    }
+    s.value()->qemu = ProcessWatch::of(qemu);
     mig->attach_local(s.value(), std::move(local));
     std::thread(&DataPlane::handle_outgoing, this, mig, s.value()).detach();
   }
@@ -220,8 +257,8 @@ void DataPlane::handle_outgoing(std::shared_ptr<Migration> mig, std::shared_ptr<
   StreamClosedOnExit closed{*mig, s};
   auto fail = [&](const Error& e) { mig->fail(e.code, s->name, e.message()); };
 
-  Deadline deadline = deadline_in(o_.handshake_timeout_ms);
-  auto conn = tcp_connect(mig->config().peer, o_.socket, o_.handshake_timeout_ms);
+  Deadline deadline = deadline_in(o_.acceptor.handshake_timeout_ms);
+  auto conn = tcp_connect(mig->config().peer, o_.socket, o_.acceptor.handshake_timeout_ms);
   if (!conn) return fail(conn.error());
   tcp = std::move(conn.value());
   s->peer_fd = tcp.get();
@@ -230,7 +267,7 @@ void DataPlane::handle_outgoing(std::shared_ptr<Migration> mig, std::shared_ptr<
   auto done = client_handshake(std::move(tcp), std::move(secrets.value()), s->kind, s->index, s->name, deadline);
   if (!done) return fail(done.error());
   ch = std::move(done.value());
-  if (auto st = relay_stream(*ch, *s); !st) fail(st.error());
+  if (auto st = relay_stream(*ch, *s, MigrationRole::kSource); !st) fail(st.error());
 }
 
 }  // namespace encmig

@@ -11,16 +11,19 @@
 #include <string>
 #include <vector>
 
+#include "migration/handshake_io.h"
 #include "migration/session.h"
 #include "migration/socket.h"
 
 namespace encmig {
 
 struct DataPlaneOptions {
-  HostPort listen{"0.0.0.0", 16520};
-  SocketOptions socket;            // every data connection, both directions
-  int handshake_timeout_ms = 10000;  // one deadline for the whole handshake
+  HostPort listen{"0.0.0.0", wire::kDefaultPort};
+  SocketOptions socket;              // every data connection, both directions
+  AcceptorLimits acceptor;           // unauthenticated connections on the data port
   int order_timeout_ms = 30000;      // how long a stream waits for a lower-indexed one
+  MigrationTimeouts timeouts;        // expiry, stall, end grace
+  int max_migrations = 64;           // migrations armed and not yet ended, at once
   std::string software;              // in probe replies
 };
 
@@ -35,9 +38,13 @@ class DataPlane {
   const DataPlaneOptions& options() const { return o_; }
 
   // ---- the table of armed migrations, by id ----
-  Status add(std::shared_ptr<Migration> m);  // kAlreadyArmed if the id is taken
+  // kAlreadyArmed if the id is taken, kLimit beyond max_migrations.
+  Status add(std::shared_ptr<Migration> m);
   std::shared_ptr<Migration> find(const std::string& id);
   std::shared_ptr<Migration> take(const std::string& id);  // removes it
+  // A migration taken out of the table whose streams are still finishing:
+  // the data plane keeps ticking it until it reaches its outcome.
+  void retire(std::shared_ptr<Migration> m);
   // Every migration, or the one with this id.
   std::vector<std::shared_ptr<Migration>> list(const std::string& id = "");
 
@@ -48,26 +55,31 @@ class DataPlane {
   // Counters for query-stats.
   void count_failure(ErrorCode code);
   struct Stats {
-    uint64_t rejected_connections = 0, probes = 0;
-    size_t open = 0;
-    std::map<std::string, uint64_t> failures;  // by error name
+    uint64_t rejected_connections = 0, probes = 0, local_refused = 0;
+    size_t open = 0, pending = 0;
+    std::map<std::string, uint64_t> failures;  // migrations failed, by error name
+    std::map<std::string, uint64_t> refused;   // unauthenticated connections refused, by class
   };
   Stats stats();
 
  private:
   DataPlane() = default;
-  void accept_data_loop();
-  void handle_incoming(Fd tcp, std::string from);
+  Result<MigrationSecrets> secrets_for(const wire::Hello& hello);
+  void handle_authenticated(wire::Hello hello, std::unique_ptr<EncryptedChannel> ch, std::string from);
   void accept_local_loop(std::shared_ptr<Migration> mig, int listen_fd, wire::Kind kind);
   void handle_outgoing(std::shared_ptr<Migration> mig, std::shared_ptr<Stream> stream);
+  void reaper_loop();
 
   DataPlaneOptions o_;
-  Fd listen_;
+  std::unique_ptr<HandshakeAcceptor> acceptor_;
   uint16_t port_ = 0;
   std::mutex mu_;
   std::map<std::string, std::shared_ptr<Migration>> migrations_;
+  std::vector<std::shared_ptr<Migration>> retired_;
   std::map<std::string, uint64_t> failures_;
-  std::atomic<uint64_t> rejected_{0}, probes_{0};
+  std::atomic<uint64_t> local_refused_{0};
+  std::atomic<bool> stop_{false};
+  RateLimitedLog log_;
 };
 
 }  // namespace encmig

@@ -72,26 +72,40 @@ MigrationState Migration::state() const {
   return state_;
 }
 
+std::chrono::steady_clock::time_point Migration::ended_at() const {
+  std::lock_guard<std::mutex> g(mu_);
+  return ended_;
+}
+
 Result<MigrationSecrets> Migration::secrets() const {
   std::lock_guard<std::mutex> g(mu_);
   if (secrets_.key.empty()) return make_error(ErrorCode::kCancelled, "migration " + id_hex_ + " has ended");
   return secrets_.clone();
 }
 
-Result<std::shared_ptr<Stream>> Migration::add_stream(wire::Kind kind, uint32_t index) {
+Result<std::shared_ptr<Stream>> Migration::add_stream(wire::Kind kind, uint32_t index, const MigrationTimeouts& t) {
   std::lock_guard<std::mutex> g(mu_);
-  if (state_ != MigrationState::kArmed && state_ != MigrationState::kActive)
-    return make_error(ErrorCode::kCancelled, std::string("migration is ") + state_name(state_));
+  if (terminal(state_) || ending_)
+    return make_error(ErrorCode::kCancelled, std::string("migration is ") + (ending_ ? "ending" : state_name(state_)));
+  const std::string name = stream_name(kind, index);
   for (auto& s : streams_)
-    if (s->kind == kind && s->index == index)
-      return make_error(ErrorCode::kDuplicateStream, stream_name(kind, index));
+    if (s->kind == kind && s->index == index) return make_error(ErrorCode::kDuplicateStream, name);
+  if (kind == wire::Kind::kMigration && cfg_.expected_streams > 0 && index >= uint32_t(cfg_.expected_streams))
+    return make_error(ErrorCode::kInvalidArgument, "stream " + name + " is beyond the " + std::to_string(cfg_.expected_streams) +
+                                                       " migration streams armed");
+  if (kind == wire::Kind::kNbd && index >= uint32_t(t.max_nbd_streams))
+    return make_error(ErrorCode::kInvalidArgument, "stream " + name + ": more than " + std::to_string(t.max_nbd_streams) +
+                                                       " NBD connections");
+  if (kind != wire::Kind::kMigration && kind != wire::Kind::kNbd)
+    return make_error(ErrorCode::kBadKind, name);
   auto s = std::make_shared<Stream>();
   s->kind = kind;
   s->index = index;
-  s->name = stream_name(kind, index);
+  s->name = name;
   streams_.push_back(s);
   if (state_ == MigrationState::kArmed) {
     state_ = MigrationState::kActive;
+    last_progress_ = std::chrono::steady_clock::now();
     emit_state_locked();
   }
   return s;
@@ -104,11 +118,8 @@ uint32_t Migration::next_source_index(wire::Kind kind) {
 
 Status Migration::wait_turn(wire::Kind kind, uint32_t index, std::chrono::milliseconds timeout) {
   std::unique_lock<std::mutex> lk(mu_);
-  bool ok = turn_cv_.wait_for(lk, timeout, [&] {
-    return next_turn_[kind] == index || (state_ != MigrationState::kArmed && state_ != MigrationState::kActive);
-  });
-  if (state_ != MigrationState::kArmed && state_ != MigrationState::kActive)
-    return make_error(ErrorCode::kCancelled, std::string("migration is ") + state_name(state_));
+  bool ok = turn_cv_.wait_for(lk, timeout, [&] { return next_turn_[kind] == index || terminal(state_); });
+  if (terminal(state_)) return make_error(ErrorCode::kCancelled, std::string("migration is ") + state_name(state_));
   if (!ok)
     return make_error(ErrorCode::kNotReady, "stream " + stream_name(kind, index) + " waited " +
                                                 std::to_string(timeout.count()) + " ms for stream " +
@@ -122,18 +133,36 @@ void Migration::turn_done(wire::Kind kind) {
   turn_cv_.notify_all();
 }
 
-void Migration::fail(ErrorCode code, const std::string& stream, const std::string& detail) {
-  std::lock_guard<std::mutex> g(mu_);
-  if (state_ == MigrationState::kFailed || state_ == MigrationState::kCancelled || state_ == MigrationState::kCompleted)
-    return;
-  state_ = code == ErrorCode::kCancelled ? MigrationState::kCancelled : MigrationState::kFailed;
-  error_ = stream + ": " + (detail.empty() ? std::string(error_code_name(code)) : detail);
-  // One line, naming the migration, the stream and the reason; never key bytes.
-  log_line("migration " + id_hex_ + (state_ == MigrationState::kCancelled ? " cancelled" : " failed") + ": stream " +
-           error_);
-  if (on_failure_) on_failure_(code);
+bool Migration::finish_locked(MigrationState outcome, const std::string& line, ErrorCode code) {
+  if (terminal(state_)) return false;
+  state_ = outcome;
+  ended_ = std::chrono::steady_clock::now();
+  if (outcome != MigrationState::kCompleted) error_ = line;
+  // One line, naming the migration and the reason; never key bytes.
+  log_line("migration " + id_hex_ + " " + state_name(outcome) + ": " + line);
+  if (outcome != MigrationState::kCompleted && on_failure_) on_failure_(code);
   teardown_locked();
   emit_state_locked();
+  return true;
+}
+
+void Migration::fail(ErrorCode code, const std::string& stream, const std::string& detail) {
+  std::lock_guard<std::mutex> g(mu_);
+  std::string why = "stream " + stream + ": " + (detail.empty() ? std::string(error_code_name(code)) : detail);
+  finish_locked(code == ErrorCode::kCancelled ? MigrationState::kCancelled : MigrationState::kFailed, why, code);
+}
+
+int Migration::open_streams_locked() const {
+  int n = 0;
+  for (auto& s : streams_)
+    if (s->state != StreamState::kClosed && s->state != StreamState::kFailed) n++;
+  return n;
+}
+
+uint64_t Migration::bytes_locked() const {
+  uint64_t bytes = 0;
+  for (auto& t : streams_) bytes += t->bytes_in + t->bytes_out;
+  return bytes;
 }
 
 void Migration::stream_closed(const std::shared_ptr<Stream>& s) {
@@ -144,47 +173,80 @@ void Migration::stream_closed(const std::shared_ptr<Stream>& s) {
   if (s->state != StreamState::kFailed) s->state = StreamState::kClosed;
   if (events_)
     events_("ENCMIG_STREAM_STATE", json{{"id", id_hex_}, {"stream", s->name}, {"state", "closed"}}.dump());
-  if (s->kind != wire::Kind::kMigration || state_ != MigrationState::kActive) return;
-  if (cfg_.expected_streams > 0 && ++closed_migration_streams_ >= cfg_.expected_streams) {
-    state_ = MigrationState::kCompleted;
-    uint64_t bytes = 0;
-    for (auto& t : streams_) bytes += t->bytes_in + t->bytes_out;
-    log_line("migration " + id_hex_ + " completed: " + std::to_string(streams_.size()) + " streams, " +
-             std::to_string(bytes) + " bytes, every stream ended with an authenticated FIN");
-    teardown_locked();
-    emit_state_locked();
-  }
+  if (state_ != MigrationState::kActive) return;
+  if (s->kind == wire::Kind::kMigration) closed_migration_streams_++;
+  const bool all_expected = cfg_.expected_streams > 0 && closed_migration_streams_ >= cfg_.expected_streams;
+  if ((all_expected || ending_) && open_streams_locked() == 0)
+    finish_locked(MigrationState::kCompleted, std::to_string(streams_.size()) + " streams, " + std::to_string(bytes_locked()) +
+                                                  " bytes, every stream ended with an authenticated FIN");
 }
 
 void Migration::attach_local(const std::shared_ptr<Stream>& s, Fd local) {
   std::lock_guard<std::mutex> g(mu_);
   s->local = std::move(local);
-  if (state_ != MigrationState::kArmed && state_ != MigrationState::kActive) s->shutdown_all();
+  if (terminal(state_)) s->shutdown_all();
 }
 
-void Migration::end(bool cancelled) {
+void Migration::end(bool cancelled, const std::string& reason) {
+  std::lock_guard<std::mutex> g(mu_);
+  if (terminal(state_)) return;
   if (cancelled) {
-    fail(ErrorCode::kCancelled, "all", "cancelled by the controller");
+    finish_locked(MigrationState::kCancelled, reason.empty() ? "cancelled by the controller" : reason, ErrorCode::kCancelled);
     return;
   }
-  std::lock_guard<std::mutex> g(mu_);
-  if (state_ == MigrationState::kArmed || state_ == MigrationState::kActive) {
-    state_ = MigrationState::kCompleted;
-    emit_state_locked();
+  if (state_ == MigrationState::kArmed) {
+    finish_locked(MigrationState::kCancelled, reason.empty() ? "ended by the controller before any stream opened" : reason,
+                  ErrorCode::kCancelled);
+    return;
   }
-  teardown_locked();
+  if (open_streams_locked() == 0) {
+    finish_locked(MigrationState::kCompleted, std::to_string(streams_.size()) + " streams, " + std::to_string(bytes_locked()) +
+                                                  " bytes, every stream ended with an authenticated FIN");
+    return;
+  }
+  // Streams still finishing: no new ones, no key, and a bounded wait (tick()).
+  ending_ = true;
+  end_requested_ = std::chrono::steady_clock::now();
+  secrets_ = MigrationSecrets{};
+  for (auto& l : listeners_) ::shutdown(l.fd.get(), SHUT_RDWR);
 }
 
-void Migration::add_listener(Fd fd) {
+void Migration::tick(std::chrono::steady_clock::time_point now, const MigrationTimeouts& t) {
   std::lock_guard<std::mutex> g(mu_);
-  listeners_.push_back(std::move(fd));
+  if (terminal(state_)) return;
+  if (state_ == MigrationState::kArmed) {
+    if (now - armed_ >= t.armed_unused)
+      finish_locked(MigrationState::kCancelled, "armed but unused for " + std::to_string(t.armed_unused.count()) + " s; expired",
+                    ErrorCode::kTimeout);
+    return;
+  }
+  if (ending_ && now - end_requested_ >= t.end_grace) {
+    std::string open;
+    for (auto& s : streams_)
+      if (s->state != StreamState::kClosed && s->state != StreamState::kFailed) open += (open.empty() ? "" : ", ") + s->name;
+    finish_locked(MigrationState::kFailed, "stream " + open + ": still open " + std::to_string(t.end_grace.count()) +
+                                                " s after the controller ended the migration", ErrorCode::kTimeout);
+    return;
+  }
+  uint64_t bytes = bytes_locked();
+  if (bytes != last_bytes_) {
+    last_bytes_ = bytes;
+    last_progress_ = now;
+  } else if (t.stall.count() > 0 && now - last_progress_ >= t.stall) {
+    finish_locked(MigrationState::kFailed, "stalled: no data in either direction on any stream for " +
+                                               std::to_string(t.stall.count()) + " s (is a QEMU gone?)", ErrorCode::kTimeout);
+  }
+}
+
+void Migration::add_listener(LocalListener l) {
+  std::lock_guard<std::mutex> g(mu_);
+  listeners_.push_back(std::move(l));
 }
 
 void Migration::teardown_locked() {
-  for (auto& l : listeners_) ::shutdown(l.get(), SHUT_RDWR);
-  if (cfg_.role == MigrationRole::kSource) {
-    if (!cfg_.listen_path.empty()) ::unlink(cfg_.listen_path.c_str());
-    if (!cfg_.nbd_listen_path.empty()) ::unlink(cfg_.nbd_listen_path.c_str());
+  for (auto& l : listeners_) {
+    ::shutdown(l.fd.get(), SHUT_RDWR);
+    l.remove_file();
   }
   for (auto& s : streams_) s->shutdown_all();
   secrets_ = MigrationSecrets{};  // wipes the key
@@ -225,6 +287,7 @@ std::string Migration::status_json() const {
          {"bytes-out", total_out},
          {"bytes-in", total_in},
          {"streams", streams}};
+  if (ending_ && !terminal(state_)) j["ending"] = true;
   if (!error_.empty()) j["error"] = error_;
   return j.dump();
 }

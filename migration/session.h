@@ -3,7 +3,8 @@
 // The first failure of any stream fails the whole migration: every stream's
 // sockets are shut down at once, so both QEMUs see the migration fail and the
 // source VM keeps running. Keys are wiped when the migration ends, whatever
-// the outcome.
+// the outcome. Every migration ends with exactly one outcome (completed,
+// failed or cancelled) and exactly one log line saying so.
 #pragma once
 #include <atomic>
 #include <chrono>
@@ -16,6 +17,7 @@
 #include <vector>
 
 #include "migration/key_schedule.h"
+#include "migration/local_peer.h"
 #include "migration/socket.h"
 
 namespace encmig {
@@ -23,13 +25,16 @@ namespace encmig {
 enum class MigrationRole { kSource, kDestination };
 enum class MigrationState {
   kArmed,      // armed; no stream has opened yet
-  kActive,     // at least one stream opened; stays so until kCompleted, a failure or migration-end
-  kCompleted,  // every expected migration stream closed (authenticated FIN both ways), or the
-               // controller ended the migration (migration-end) before any failure
-  kFailed,     // a stream failed; every stream was torn down
-  kCancelled,  // the controller cancelled it (migration-cancel, or its hand-off secret went away)
+  kActive,     // at least one stream opened; stays so until one of the three below
+  kCompleted,  // every stream closed with an authenticated FIN both ways, after the
+               // expected number of migration streams had closed (or after the
+               // controller's migration-end, when it gave no number)
+  kFailed,     // a stream failed, stalled or outlived the controller's end; every stream was torn down
+  kCancelled,  // the controller cancelled it (migration-cancel, its hand-off secret went
+               // away, or it ended or expired before any stream opened)
 };
 const char* state_name(MigrationState s);
+inline bool terminal(MigrationState s) { return s != MigrationState::kArmed && s != MigrationState::kActive; }
 
 struct MigrationConfig {
   wire::MigrationId id{};
@@ -41,7 +46,18 @@ struct MigrationConfig {
   // Destination: QEMU's incoming and NBD sockets.
   std::string qemu_path;
   std::string qemu_nbd_path;
-  int expected_streams = 0;  // migration-kind streams; 0 = unknown
+  int expected_streams = 0;  // migration-kind streams (1 + multifd channels); 0 = not said
+  LocalPeerPolicy local_peer;  // who may use the QEMU-side sockets
+  int socket_gid = -1;         // source: group of the sockets QEMU connects to (-1: root's)
+};
+
+// Limits and timers the data plane applies to every migration.
+struct MigrationTimeouts {
+  std::chrono::seconds armed_unused{600};  // armed, no stream ever opened: cancelled
+  std::chrono::seconds stall{60};          // active, no byte in either direction on any stream: failed (0 = never)
+  std::chrono::seconds end_grace{5};       // after migration-end, open streams get this long to finish
+  std::chrono::seconds keep_ended{600};    // a finished migration stays queryable this long
+  int max_nbd_streams = 64;
 };
 
 std::string id_hex(const wire::MigrationId& id);
@@ -69,6 +85,7 @@ struct Stream {
   uint32_t index = 0;
   std::string name;
   Fd local;
+  ProcessWatch qemu;  // the QEMU behind `local`, when known: did it exit, or close?
   std::atomic<int> peer_fd{-1};
   // Payload bytes and DATA records relayed in each direction (FIN and ERROR
   // records are not counted).
@@ -90,12 +107,14 @@ class Migration {
   const std::string& id() const { return id_hex_; }
   MigrationState state() const;
 
-  // A copy of the secrets for one handshake; fails once the migration ended.
+  // A copy of the secrets for one handshake; fails once the migration ended
+  // (or the controller ended it).
   Result<MigrationSecrets> secrets() const;
 
-  // Registers a stream; kDuplicateStream if (kind, index) was seen before.
-  // The first stream makes the migration kActive.
-  Result<std::shared_ptr<Stream>> add_stream(wire::Kind kind, uint32_t index);
+  // Registers a stream whose peer is authenticated. Refuses a duplicate
+  // (kind, index), an index beyond the streams the controller announced, and
+  // any stream once the migration ended. The first stream makes it kActive.
+  Result<std::shared_ptr<Stream>> add_stream(wire::Kind kind, uint32_t index, const MigrationTimeouts& t);
   uint32_t next_source_index(wire::Kind kind);
 
   // Destination: blocks until every lower-indexed stream of this kind has
@@ -103,7 +122,7 @@ class Migration {
   Status wait_turn(wire::Kind kind, uint32_t index, std::chrono::milliseconds timeout);
   void turn_done(wire::Kind kind);
 
-  // The first call wins; later calls only add nothing.
+  // The first call wins; later calls add nothing.
   void fail(ErrorCode code, const std::string& stream, const std::string& detail);
   // Every stream handler calls this exactly once, before it closes the peer
   // socket: it shuts both sockets down and forgets their numbers.
@@ -111,16 +130,28 @@ class Migration {
   // Gives the stream its local (QEMU-side) socket, under the lock that
   // teardown takes. If the migration already ended, the socket is shut down.
   void attach_local(const std::shared_ptr<Stream>& s, Fd local);
-  // Normal end requested by the controller (or cancel). A migration that has
-  // not failed becomes kCompleted, whether or not its streams had closed.
-  void end(bool cancelled);
+  // The controller is done with the migration (migration-end), or cancels
+  // it. On end, the key is wiped and nothing new may join, but streams still
+  // open get MigrationTimeouts::end_grace to finish with their FIN.
+  // `reason` names who ended it, for the outcome line.
+  void end(bool cancelled, const std::string& reason = "");
+  // The data plane's periodic check: expiry when armed and unused, a stall,
+  // an end's grace running out.
+  void tick(std::chrono::steady_clock::time_point now, const MigrationTimeouts& t);
+  // When it reached its outcome (for dropping it from the table later).
+  std::chrono::steady_clock::time_point ended_at() const;
 
-  void add_listener(Fd fd);
+  void add_listener(LocalListener l);
   std::string status_json() const;
 
  private:
+  // The one place a migration reaches its outcome: logs it, counts it,
+  // tears down, wipes the key, emits the event. Returns false if it had one.
+  bool finish_locked(MigrationState outcome, const std::string& line, ErrorCode code = ErrorCode::kOk);
   void teardown_locked();
   void emit_state_locked();
+  int open_streams_locked() const;
+  uint64_t bytes_locked() const;
 
   MigrationConfig cfg_;
   std::string id_hex_;
@@ -132,11 +163,14 @@ class Migration {
   MigrationState state_ = MigrationState::kArmed;
   std::string error_;
   std::vector<std::shared_ptr<Stream>> streams_;
-  std::vector<Fd> listeners_;
+  std::vector<LocalListener> listeners_;
   std::map<wire::Kind, uint32_t> next_index_;  // source: next index to assign
   std::map<wire::Kind, uint32_t> next_turn_;   // destination: next index to hand to QEMU
   int closed_migration_streams_ = 0;
+  bool ending_ = false;  // the controller called migration-end while streams were open
   std::chrono::steady_clock::time_point armed_ = std::chrono::steady_clock::now();
+  std::chrono::steady_clock::time_point end_requested_{}, ended_{}, last_progress_ = armed_;
+  uint64_t last_bytes_ = 0;
 };
 
 }  // namespace encmig

@@ -35,6 +35,7 @@ const char* error_code_name(ErrorCode c) {
     case ErrorCode::kTagMismatch: return "AEAD tag mismatch";
     case ErrorCode::kCommandNotFound: return "command not found";
     case ErrorCode::kAlreadyArmed: return "migration already armed";
+    case ErrorCode::kLimit: return "limit reached";
   }
   return "unknown error";
 }

@@ -104,6 +104,7 @@ enum class ErrorCode : uint16_t {
   kTagMismatch = 69,      // crypto layer: an AEAD tag did not verify (the record layer reports kAuthFailed)
   kCommandNotFound = 70,  // control socket: no such command
   kAlreadyArmed = 71,     // control socket: a migration with this id is armed already
+  kLimit = 72,            // a configured limit was reached (armed migrations, ...)
 };
 static_assert(crypto_error::kCrypto == ErrorCode::kCrypto && crypto_error::kInvalidArgument == ErrorCode::kInvalidArgument &&
               crypto_error::kInternal == ErrorCode::kInternal && crypto_error::kTagMismatch == ErrorCode::kTagMismatch);

@@ -21,7 +21,7 @@ json source_args() {
 }
 
 std::string refusal(const json& args) {
-  auto r = parse_arm_request(args, ArmChannel::kQmp);
+  auto r = parse_arm_request(args, ArmChannel::kQmp, "/run/encmig");
   return r.ok() ? "" : r.error().detail;
 }
 }  // namespace
@@ -37,16 +37,16 @@ TEST(Hex, RoundTripAndStrictness) {
 }
 
 TEST(ArmRequest, GoodSourceAndDestination) {
-  auto cfg = parse_arm_request(source_args(), ArmChannel::kQmp);
+  auto cfg = parse_arm_request(source_args(), ArmChannel::kQmp, "/run/encmig");
   ASSERT_TRUE(cfg.ok()) << cfg.error().message();
   EXPECT_EQ(cfg->role, MigrationRole::kSource);
   EXPECT_EQ(cfg->expected_streams, 3);
   EXPECT_EQ(cfg->peer.str(), "192.0.2.1:16520");
   EXPECT_EQ(cfg->listen_path, "/run/encmig/x.sock");
-  json d{{"id", kId}, {"role", "destination"}, {"key", kKey}, {"nonce", "0102030405060708"}, {"qemu-path", "/q.sock"}};
-  auto dcfg = parse_arm_request(d, ArmChannel::kQmp);
+  json d{{"id", kId}, {"role", "destination"}, {"key", kKey}, {"nonce", "0102030405060708"}, {"qemu-path", "/run/encmig/q.sock"}};
+  auto dcfg = parse_arm_request(d, ArmChannel::kQmp, "/run/encmig");
   ASSERT_TRUE(dcfg.ok()) << dcfg.error().message();
-  EXPECT_EQ(dcfg->qemu_path, "/q.sock");
+  EXPECT_EQ(dcfg->qemu_path, "/run/encmig/q.sock");
   EXPECT_EQ(dcfg->expected_streams, 0);
 }
 
@@ -58,7 +58,7 @@ TEST(ArmRequest, EveryBadValueIsNamed) {
       {"id", "00112233445566778899AABBCCDDEEFF"}, {"id", "0/1/2"}, {"id", 5}, {"role", "both"},
       {"role", true},  {"streams", 0},  {"streams", -1}, {"streams", 1.5}, {"streams", true},
       {"streams", 9223372036854775807LL}, {"peer", "nohost"}, {"peer", 1}, {"listen-path", 7},
-      {"bogus", 1},
+      {"bogus", 1}, {"qemu-pid", 0}, {"qemu-pid", "12"}, {"qemu-pid", -5},
   };
   for (const auto& r : rows) {
     json a = source_args();
@@ -66,14 +66,19 @@ TEST(ArmRequest, EveryBadValueIsNamed) {
     std::string why = refusal(a);
     EXPECT_NE(why.find(std::string("'") + r.arg + "'"), std::string::npos) << r.arg << " = " << r.value.dump() << ": " << why;
   }
+  for (const char* p : {"/tmp/x.sock", "/run/encmig/../x", "/run/encmig/a/b", "/run/encmig/", "/run/encmigx/a", "/run/encmig/a b"}) {
+    json b = source_args();
+    b["listen-path"] = p;
+    EXPECT_NE(refusal(b).find("'listen-path'"), std::string::npos) << p << ": " << refusal(b);
+  }
   json a = source_args();
-  a["qemu-path"] = "/x";
+  a["qemu-path"] = "/run/encmig/x";
   EXPECT_NE(refusal(a).find("qemu-path"), std::string::npos);
   a = source_args();
   a.erase("listen-path");
   EXPECT_NE(refusal(a).find("listen-path"), std::string::npos);
-  EXPECT_FALSE(parse_arm_request(json::array(), ArmChannel::kQmp).ok());
-  EXPECT_FALSE(parse_arm_request(json("text"), ArmChannel::kQmp).ok());
+  EXPECT_FALSE(parse_arm_request(json::array(), ArmChannel::kQmp, "/run/encmig").ok());
+  EXPECT_FALSE(parse_arm_request(json("text"), ArmChannel::kQmp, "/run/encmig").ok());
 }
 
 TEST(ArmRequest, SecretsAreCheckedAndTheKeyTextWiped) {
@@ -101,20 +106,23 @@ TEST(ArmRequest, SecretsAreCheckedAndTheKeyTextWiped) {
 
 TEST(ArmRequest, HandoffDescription) {
   json d{{"encmig", 1}, {"role", "source"}, {"peer", "10.0.0.2:16520"}, {"streams", 2}, {"nbd", true}, {"domain", "web1"}};
-  auto cfg = parse_arm_request(d, ArmChannel::kHandoff, kId, "/run/encmig");
+  auto cfg = parse_arm_request(d, ArmChannel::kHandoff, "/run/encmig", kId);
   ASSERT_TRUE(cfg.ok()) << cfg.error().message();
   EXPECT_EQ(cfg->listen_path, "/run/encmig/" + kId + "/migrate.sock");
   EXPECT_EQ(cfg->nbd_listen_path, "/run/encmig/" + kId + "/nbd.sock");
   // Paths and keys never come from a description.
-  for (const char* k : {"listen-path", "key", "id"}) {
+  for (const char* k : {"listen-path", "key", "id", "qemu-pid"}) {
     json b = d;
     b[k] = "x";
-    EXPECT_FALSE(parse_arm_request(b, ArmChannel::kHandoff, kId, "/run/encmig").ok()) << k;
+    EXPECT_FALSE(parse_arm_request(b, ArmChannel::kHandoff, "/run/encmig", kId).ok()) << k;
   }
   json b = d;
+  b["domain"] = "../etc";
+  EXPECT_FALSE(parse_arm_request(b, ArmChannel::kHandoff, "/run/encmig", kId).ok());
+  b = d;
   b["nbd"] = "yes";
-  EXPECT_FALSE(parse_arm_request(b, ArmChannel::kHandoff, kId, "/run/encmig").ok());
-  EXPECT_FALSE(parse_arm_request(d, ArmChannel::kHandoff, "0/1/2", "/run/encmig").ok());
+  EXPECT_FALSE(parse_arm_request(b, ArmChannel::kHandoff, "/run/encmig", kId).ok());
+  EXPECT_FALSE(parse_arm_request(d, ArmChannel::kHandoff, "/run/encmig", "0/1/2").ok());
   uint8_t value[40] = {};
   EXPECT_FALSE(secrets_from_value(value, 40, {}).ok());  // all-zero key
   value[0] = 1;

@@ -2,6 +2,8 @@
 // per-VM policy, and picks capable destinations. Only main() and option
 // parsing live here; the work is in cli/.
 #include <signal.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -47,6 +49,8 @@ static const char kUsage[] =
     "                          for this run; bare --encrypted means required\n"
     "  --data-addr HOST[:PORT] destination encmigd's data address (default: DESTURI's host, port 16520)\n"
     "  --handoff-timeout MS    how long to wait for each host's encmigd (default 3000)\n"
+    "  --allow-insecure-handoff  hand the key over libvirt connections that are not secure\n"
+    "                          (plain qemu+tcp://): anyone on that network can read it; labs only\n"
     "  --json                  print one JSON summary on stdout\n"
     "\n"
     "migrate (QMP-direct) options:\n"
@@ -196,6 +200,7 @@ static int cmd_migrate(int argc, char** argv) {
     else if (a == "--bandwidth") o.bandwidth_mib = (unsigned long)int_option(a, next(), 0, int64_t(1) << 40);
     else if (a == "--handoff-timeout") o.handoff_timeout_ms = int(int_option(a, next(), 1, 1 << 30));
     else if (a == "--verbose") o.progress = true;
+    else if (a == "--allow-insecure-handoff") o.allow_insecure_handoff = true;
     else if (a == "--json") as_json = true;
     else if (EncryptMode m; encrypted_option(a, &m)) o.mode = m;
     else if (a == "--help" || a == "-h") {
@@ -269,6 +274,10 @@ static int cmd_place(int argc, char** argv) {
 
 int main(int argc, char** argv) {
   signal(SIGPIPE, SIG_IGN);
+  // Key hygiene: encmig holds migration keys too; no core dumps, no ptrace by others.
+  rlimit no_core{0, 0};
+  setrlimit(RLIMIT_CORE, &no_core);
+  prctl(PR_SET_DUMPABLE, 0);
   if (argc < 2 || !std::strcmp(argv[1], "--help") || !std::strcmp(argv[1], "-h")) {
     std::fputs(kUsage, argc < 2 ? stderr : stdout);
     return argc < 2 ? 2 : 0;

@@ -7,7 +7,6 @@
 #include <cstdio>
 #include <cstring>
 #include <string>
-
 #include <thread>
 
 #include "common/args.h"
@@ -22,18 +21,38 @@ static const char kUsage[] =
     "  --listen HOST:PORT    data port for peer daemons (default 0.0.0.0:16520; port 0 = any)\n"
     "  --socket-buffer BYTES TCP buffer size; default 201326592 (10 Gb/s x 150 ms)\n"
     "  --notsent-lowat BYTES unsent data the kernel may queue per stream (default 1048576)\n"
-    "  --handshake-timeout MS  (default 10000)\n"
+    "  --handshake-timeout MS  the whole handshake, from accept to key confirmation (default 10000)\n"
+    "  --max-pending N       unauthenticated data connections at once (default 1024)\n"
+    "  --max-pending-per-address N   from one address (default 256)\n"
     "  --order-timeout MS    how long the destination waits for a lower stream (default 30000)\n"
+    "  --stall-timeout S     fail a migration with no data on any stream for S seconds\n"
+    "                        (default 60; 0 = never)\n"
+    "  --arm-timeout S       cancel a migration armed and unused for S seconds (default 600)\n"
+    "  --max-migrations N    migrations armed at once (default 64)\n"
     "  --libvirt URI         libvirt connection watched for key hand-offs (default qemu:///system;\n"
     "                        'none' disables it: QMP-direct use only)\n"
-    "  --run-dir DIR         per-migration UNIX socket directories (default /run/encmig)\n"
+    "  --run-dir DIR         per-migration UNIX sockets (default /run/encmig)\n"
     "  --qemu-group GROUP    group allowed to use those sockets (default libvirt-qemu, if it exists)\n"
     "  --help\n";
 
 static Daemon* g_daemon = nullptr;
 
+// Raises the soft fd limit to the hard one: every stream holds three fds, and
+// the limits on unauthenticated connections must stay well below it.
+static rlim_t raise_fd_limit() {
+  rlimit r{};
+  if (getrlimit(RLIMIT_NOFILE, &r) != 0) return 1024;
+  if (r.rlim_cur < r.rlim_max) {
+    r.rlim_cur = r.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &r);
+    getrlimit(RLIMIT_NOFILE, &r);
+  }
+  return r.rlim_cur;
+}
+
 int main(int argc, char** argv) {
   DaemonOptions o;
+  bool pending_set = false, per_address_set = false;
   for (int i = 1; i < argc; i++) {
     std::string a = argv[i];
     auto next = [&]() -> std::string {
@@ -62,9 +81,27 @@ int main(int argc, char** argv) {
         std::fprintf(stderr, "encmigd: %s\n", hp.error().message().c_str());
         return 2;
       }
-      o.data_listen = hp.value();
+      o.data.listen = hp.value();
     } else if (a == "--socket-buffer") {
-      o.socket_buffer = number(0, 1 << 30);
+      o.data.socket.buffer_bytes = number(0, 1 << 30);
+    } else if (a == "--notsent-lowat") {
+      o.data.socket.notsent_lowat = number(0, 1 << 30);
+    } else if (a == "--handshake-timeout") {
+      o.data.acceptor.handshake_timeout_ms = number(1, 1 << 30);
+    } else if (a == "--max-pending") {
+      o.data.acceptor.max_pending = number(1, 1 << 20);
+      pending_set = true;
+    } else if (a == "--max-pending-per-address") {
+      o.data.acceptor.max_pending_per_address = number(1, 1 << 20);
+      per_address_set = true;
+    } else if (a == "--order-timeout") {
+      o.data.order_timeout_ms = number(1, 1 << 30);
+    } else if (a == "--stall-timeout") {
+      o.data.timeouts.stall = std::chrono::seconds(number(0, 1 << 24));
+    } else if (a == "--arm-timeout") {
+      o.data.timeouts.armed_unused = std::chrono::seconds(number(1, 1 << 24));
+    } else if (a == "--max-migrations") {
+      o.data.max_migrations = number(1, 4096);
     } else if (a == "--libvirt") {
       o.libvirt_uri = next();
       if (o.libvirt_uri == "none") o.libvirt_uri.clear();
@@ -72,12 +109,6 @@ int main(int argc, char** argv) {
       o.run_dir = next();
     } else if (a == "--qemu-group") {
       o.qemu_group = next();
-    } else if (a == "--notsent-lowat") {
-      o.notsent_lowat = number(0, 1 << 30);
-    } else if (a == "--order-timeout") {
-      o.order_timeout_ms = number(1, 1 << 30);
-    } else if (a == "--handshake-timeout") {
-      o.handshake_timeout_ms = number(1, 1 << 30);
     } else {
       std::fprintf(stderr, "encmigd: unknown option %s\n%s", a.c_str(), kUsage);
       return 2;
@@ -89,6 +120,12 @@ int main(int argc, char** argv) {
   prctl(PR_SET_DUMPABLE, 0);
   signal(SIGPIPE, SIG_IGN);
   umask(077);
+  // Unauthenticated connections may use at most a quarter of the fds.
+  rlim_t fds = raise_fd_limit();
+  int budget = int(std::min<rlim_t>(fds / 4, 1 << 20));
+  if (!pending_set) o.data.acceptor.max_pending = std::max(16, std::min(o.data.acceptor.max_pending, budget));
+  if (!per_address_set)
+    o.data.acceptor.max_pending_per_address = std::max(4, std::min(o.data.acceptor.max_pending_per_address, o.data.acceptor.max_pending / 2));
 
   auto d = Daemon::create(o);
   if (!d) {
@@ -97,7 +134,7 @@ int main(int argc, char** argv) {
   }
   g_daemon = d.value().get();
   struct sigaction sa {};
-  sa.sa_handler = [](int) { g_daemon->stop(); };
+  sa.sa_handler = [](int) { g_daemon->request_stop(); };  // async-signal-safe
   sigaction(SIGTERM, &sa, nullptr);
   sigaction(SIGINT, &sa, nullptr);
   std::unique_ptr<LibvirtAgent> agent;

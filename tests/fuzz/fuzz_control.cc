@@ -25,14 +25,14 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     if (args == req.end() || !args->is_object()) continue;
     json a = *args;
     (void)parse_arm_secrets(a);
-    (void)parse_arm_request(a, ArmChannel::kQmp);
+    (void)parse_arm_request(a, ArmChannel::kQmp, "/run/encmig");
   }
   // As a secret's XML, and as a bare description.
   auto d = handoff::parse(text);
-  if (d) (void)parse_arm_request(d.value(), ArmChannel::kHandoff, "00112233445566778899aabbccddeeff", "/run/encmig");
+  if (d) (void)parse_arm_request(d.value(), ArmChannel::kHandoff, "/run/encmig", "00112233445566778899aabbccddeeff");
   json j = json::parse(text, nullptr, false);
   if (!j.is_discarded()) {
-    (void)parse_arm_request(j, ArmChannel::kHandoff, std::string(text.substr(0, 32)), "/run/encmig");
+    (void)parse_arm_request(j, ArmChannel::kHandoff, "/run/encmig", std::string(text.substr(0, 32)));
     (void)secrets_from_value(data, size, {});
   }
   return 0;

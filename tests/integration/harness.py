@@ -67,12 +67,12 @@ class Qmp:
 
 
 class Env:
-    def __init__(self, mem_mib=256):
+    def __init__(self, mem_mib=256, max_vms=6):
         self.mem_mib = mem_mib
         self.dir = tempfile.mkdtemp(prefix="encmig-test-")
         self.memdir = os.path.join(self.dir, "mem")
         os.makedirs(self.memdir)
-        subprocess.run(["mount", "-t", "tmpfs", "-o", f"huge=always,size={6 * mem_mib + 64}M", "tmpfs", self.memdir], check=True)
+        subprocess.run(["mount", "-t", "tmpfs", "-o", f"huge=always,size={max_vms * mem_mib + 64}M", "tmpfs", self.memdir], check=True)
         self.procs = []
         atexit.register(self.close)
         signal.signal(signal.SIGTERM, lambda *_: (self.close(), sys.exit(1)))
@@ -87,14 +87,16 @@ class Env:
 
     def daemon(self, name, extra=()):
         ctl = self.path(name + ".sock")
-        p = self.spawn([ENCMIGD, "--control", ctl, "--listen", "127.0.0.1:0", "--libvirt", "none"] + list(extra),
+        p = self.spawn([ENCMIGD, "--control", ctl, "--listen", "127.0.0.1:0", "--libvirt", "none", "--run-dir", self.dir]
+                       + list(extra),
                        self.path(name + ".log"))
         q = Qmp(ctl)
         port = q.cmd("query-encmig-capabilities")["data-port"]
         q.close()
         return {"name": name, "proc": p, "ctl": ctl, "port": port, "log": self.path(name + ".log")}
 
-    def qemu(self, name, incoming=False, fill=True, marker=None, marker_offset=100 * MIB):
+    def qemu(self, name, incoming=False, fill=True, marker=None, marker_offset=100 * MIB, start=True):
+        """start=False: a source QEMU that never ran (-S, runstate prelaunch)."""
         mem = os.path.join(self.memdir, name + ".mem")
         if fill:
             # Random RAM, so QEMU cannot skip zero pages.
@@ -110,9 +112,10 @@ class Env:
                     f.write(marker)
         qmp = self.path(name + ".qmp")
         serial = self.path(name + ".serial")
-        p = self.spawn(qemu_argv(self.mem_mib, mem, [qmp], serial, incoming), self.path(name + ".qemu.log"))
+        argv = qemu_argv(self.mem_mib, mem, [qmp], serial, incoming) + ([] if start or incoming else ["-S"])
+        p = self.spawn(argv, self.path(name + ".qemu.log"))
         vm = {"name": name, "proc": p, "qmp": qmp, "mem": mem, "serial": serial}
-        if not incoming:
+        if not incoming and start:
             wait_for(lambda: last_ops(serial) > 0, 30, f"{name} guest never ran")
         else:
             Qmp(qmp).close()

@@ -22,15 +22,22 @@ ENCMIG = os.path.abspath(os.path.join(BUILD, "tools", "encmig"))
 GUEST = os.path.abspath(os.path.join(BUILD, "tests", "dirty.elf"))
 QEMU_CACHE = "/var/tmp/encmig-test-qemu-cache"  # speeds up libvirt's QEMU probe
 
+# libvirt over TLS (qemu+tls://), with certificates made by certtool for the
+# test hosts, as operators run it. Plain TCP stays open only so that a test
+# can show encmig refusing to hand a key over it.
 LIBVIRTD_CONF = """
 host_uuid = "{uuid}"
-listen_tls = 0
+listen_tls = 1
 listen_tcp = 1
 listen_addr = "{addr}"
 auth_tcp = "none"
+auth_tls = "none"
 auth_unix_rw = "none"
 auth_unix_ro = "none"
 unix_sock_rw_perms = "0770"
+ca_file = "{pki}/cacert.pem"
+cert_file = "{pki}/servercert.pem"
+key_file = "{pki}/serverkey.pem"
 log_outputs = "3:stderr"
 """
 QEMU_CONF = """
@@ -85,8 +92,10 @@ class Host:
         shutil.copytree("/etc/libvirt", os.path.join(d, "etc-libvirt"), dirs_exist_ok=True, symlinks=True)
         auto = os.path.join(d, "etc-libvirt", "qemu", "networks", "autostart")
         shutil.rmtree(auto, ignore_errors=True)
+        pki = os.path.join(d, "pki")
+        self.hosts.certs.server(self.name, self.addr, pki)
         with open(os.path.join(d, "etc-libvirt", "libvirtd.conf"), "w") as f:
-            f.write(LIBVIRTD_CONF.format(uuid=uuid.uuid4(), addr=self.addr))
+            f.write(LIBVIRTD_CONF.format(uuid=uuid.uuid4(), addr=self.addr, pki=pki))
         with open(os.path.join(d, "etc-libvirt", "qemu.conf"), "w") as f:
             f.write(QEMU_CONF.format(addr=self.addr))
         with open(os.path.join(d, "hosts"), "w") as f:
@@ -176,6 +185,11 @@ exec sleep infinity
         return int(self.sh(["cat", f"/sys/class/net/{self.dev}/statistics/tx_bytes"]).stdout)
 
     def uri(self):
+        """libvirt over TLS, verified against the test CA."""
+        return f"qemu+tls://{self.name}/system?pkipath={self.hosts.certs.client_dir}"
+
+    def tcp_uri(self):
+        """Plain TCP: not secure; encmig must refuse to hand a key over it."""
         return f"qemu+tcp://{self.name}/system"
 
     def secrets(self):
@@ -186,11 +200,52 @@ exec sleep infinity
         return os.path.join(self.dir, "log", "qemu", f"{dom}-serial.log")
 
 
+class TestCA:
+    """A CA, a server certificate per host and one client certificate, made
+    with GnuTLS's certtool, for libvirt's TLS transport."""
+
+    def __init__(self, top):
+        self.dir = os.path.join(top, "ca")
+        os.makedirs(self.dir)
+        self.key = os.path.join(self.dir, "cakey.pem")
+        self.cert = os.path.join(self.dir, "cacert.pem")
+        self._certtool(["--generate-privkey", "--outfile", self.key])
+        self._template("ca.info", "cn = encmig test CA\nca\ncert_signing_key\nexpiration_days = 30\n")
+        self._certtool(["--generate-self-signed", "--load-privkey", self.key, "--template",
+                        os.path.join(self.dir, "ca.info"), "--outfile", self.cert])
+        self.client_dir = os.path.join(top, "pki-client")
+        os.makedirs(self.client_dir)
+        self._leaf("client", "cn = encmig-test-client\ntls_www_client\nencryption_key\nsigning_key\n"
+                   "expiration_days = 30\n", self.client_dir, "client")
+
+    def _template(self, name, text):
+        with open(os.path.join(self.dir, name), "w") as f:
+            f.write(text)
+
+    def _certtool(self, args):
+        _run(["certtool"] + args)
+
+    def _leaf(self, name, template, out_dir, kind):
+        os.makedirs(out_dir, exist_ok=True)
+        key = os.path.join(out_dir, f"{kind}key.pem")
+        self._certtool(["--generate-privkey", "--outfile", key])
+        self._template(name + ".info", template)
+        self._certtool(["--generate-certificate", "--load-privkey", key, "--load-ca-certificate", self.cert,
+                        "--load-ca-privkey", self.key, "--template", os.path.join(self.dir, name + ".info"),
+                        "--outfile", os.path.join(out_dir, f"{kind}cert.pem")])
+        shutil.copy(self.cert, os.path.join(out_dir, "cacert.pem"))
+
+    def server(self, host, addr, out_dir):
+        self._leaf(host, f"organization = encmig tests\ncn = {host}\ndns_name = {host}\nip_address = {addr}\n"
+                   "tls_www_server\nencryption_key\nsigning_key\nexpiration_days = 30\n", out_dir, "server")
+
+
 class TwoHosts:
     def __init__(self):
         self.dir = tempfile.mkdtemp(prefix="encmig-hosts-")
         self.prefix = "em" + os.path.basename(self.dir)[-6:].replace("_", "x")
         self.procs = []
+        self.certs = TestCA(self.dir)
         self.a = Host(self, "hosta", "10.77.0.1")
         self.b = Host(self, "hostb", "10.77.0.2")
         self.all = [self.a, self.b]

@@ -275,11 +275,255 @@ def place_and_cleanup():
         assert running_on(a, "q") and not running_on(b, "q")
         assert_no_secrets(hosts)
         for h in hosts.all:  # both daemons forgot the migration
-            wait_for(lambda: f"{res['migration-id']}: hand-off secret removed" in h.encmigd_log(), 10,
-                     f"encmigd on {h.name} did not end the migration: " + h.encmigd_log())
+            # Exactly one outcome line per host (the abort fails the streams,
+            # or the secret's removal cancels the migration, whichever comes first).
+            mid = res['migration-id']
+            outcome = lambda: [l for l in h.encmigd_log().splitlines()
+                               if any(f"migration {mid} {o}:" in l for o in ("completed", "failed", "cancelled"))]
+            wait_for(lambda: len(outcome()) >= 1, 10, f"encmigd on {h.name} did not end the migration: " + h.encmigd_log())
+            time.sleep(0.5)
+            assert len(outcome()) == 1 and "completed" not in outcome()[0], h.encmigd_log()
             q = Qmp(f"/proc/{h.holder.pid}/root/run/encmig/encmigd.sock")
             assert q.cmd("query-migrations") == [], q.cmd("query-migrations")
             q.close()
+    finally:
+        hosts.close()
+
+
+def handoff_mac(key, nonce, mid, label, desc):
+    """encmig's hand-off MAC (common/handoff.h), for an attacker with their own key."""
+    import hashlib, hmac
+    prk = hmac.new(b"encmig/1 handoff" + nonce + mid, key, hashlib.sha256).digest()
+    k = hmac.new(prk, label + b"\x01", hashlib.sha256).digest()
+    body = {k2: v for k2, v in desc.items() if k2 != "mac"}
+    return hmac.new(k, json.dumps(body, sort_keys=True, separators=(",", ":")).encode(), hashlib.sha256).hexdigest()
+
+
+def secret_description(host, uuid):
+    xml = host.virsh("secret-dumpxml", uuid).stdout
+    import html, re
+    return json.loads(html.unescape(re.search(r"<description>(.*)</description>", xml, re.S).group(1))), xml
+
+
+def redefine(host, uuid, usage, desc):
+    import html
+    xml = (f"<secret ephemeral='yes' private='no'><uuid>{uuid}</uuid><description>{html.escape(json.dumps(desc))}"
+           f"</description><usage type='tls'><name>{usage}</name></usage></secret>")
+    path = os.path.join(host.dir, "evil.xml")
+    open(path, "w").write(xml)
+    host.virsh("secret-define", path)
+
+
+def handoff_tampering():
+    """A libvirt client allowed to write secrets but not to touch domains
+    rewrites the source's hand-off: first only the peer (the daemon finds the
+    MAC broken), then the value too, with its own key and a valid MAC of its
+    own (the daemon arms, but encmig finds the answer is not under its key).
+    Either way the migration is refused, the VM stays, and no VM byte reaches
+    the attacker's address."""
+    hosts = TwoHosts()
+    try:
+        a, b = hosts.a, hosts.b
+        a.start_encmigd()
+        b.start_encmigd()
+        start_guest(a, "h")
+        evil = a.in_netns(lambda: Mitm(16520, target_host=b.addr, listen_host=a.addr))
+        for variant in ("peer", "peer-and-key"):
+            os.kill(a.encmigd.pid, signal.SIGSTOP)  # hold the source daemon back while the attacker edits
+            p = subprocess.Popen(["nsenter", "-t", str(a.holder.pid), "-m", "-n", "-u", "--", ENCMIG, "migrate", "--live",
+                                  "--p2p", "--json", "--handoff-timeout", "8000", "--encrypted=required", "h", b.uri()],
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            hosts.procs.append(p)
+            try:
+                wait_for(lambda: len(a.secrets()) == 1, 20, "no hand-off secret on the source")
+                uuid = a.secrets()[0]
+                desc, xml = secret_description(a, uuid)
+                usage = [l for l in xml.splitlines() if "<name>" in l][0].split("<name>")[1].split("</name>")[0]
+                desc["peer"] = f"{a.addr}:{evil.port}"
+                if variant == "peer-and-key":
+                    key, nonce = os.urandom(32), os.urandom(8)
+                    mid = bytes.fromhex(usage.split("/")[1])
+                    valpath = os.path.join(a.dir, "evil.key")
+                    open(valpath, "wb").write(key + nonce)
+                    a.virsh("secret-set-value", uuid, "--file", valpath, "--plain")
+                    desc["mac"] = handoff_mac(key, nonce, mid, b"encmig/1 handoff request", desc)
+                redefine(a, uuid, usage, desc)
+            finally:
+                os.kill(a.encmigd.pid, signal.SIGCONT)
+            out, err = p.communicate(timeout=120)
+            res = json.loads(out)
+            assert res["result"] == "refused" and p.returncode == 3, (variant, res, err)
+            assert running_on(a, "h") and not running_on(b, "h"), variant
+            assert_no_secrets(hosts)
+        assert evil.bytes == 0 or evil.conn_count <= 1, "VM data reached the attacker's address"
+        evil.close()
+        assert "hand-off request refused" in a.encmigd_log(), a.encmigd_log()
+        # Untouched, the same migration goes through.
+        res = migrate(a, b, "h", "--encrypted=required")
+        assert res["result"] == "completed" and res["encrypted"] is True, res
+    finally:
+        hosts.close()
+
+
+def insecure_transport():
+    """The key never travels over a libvirt connection that is not secure:
+    qemu+tcp:// is refused, naming the URI and what to use; the VM stays.
+    --allow-insecure-handoff is the loud exception for labs."""
+    hosts = TwoHosts()
+    try:
+        a, b = hosts.a, hosts.b
+        a.start_encmigd()
+        b.start_encmigd()
+        start_guest(a, "i")
+        for mode in ("required", "opportunistic"):
+            res = encmig(a, "migrate", "--live", "--p2p", "--json", *HANDOFF, f"--encrypted={mode}", "i", b.tcp_uri())
+            assert res["_rc"] in (1, 3) and res["result"] in ("refused", "failed"), (mode, res)
+            assert "qemu+tcp://hostb/system" in res["error"] and "qemu+tls://" in res["error"], (mode, res)
+            assert res["encrypted"] is False and running_on(a, "i") and not running_on(b, "i"), (mode, res)
+            assert_no_secrets(hosts)
+        res = encmig(a, "migrate", "--live", "--p2p", "--json", *HANDOFF, "--encrypted=required",
+                     "--allow-insecure-handoff", "i", b.tcp_uri())
+        assert res["result"] == "completed" and res["encrypted"] is True, res
+        assert_no_secrets(hosts)
+    finally:
+        hosts.close()
+
+
+def flood_no_downgrade():
+    """An attacker floods the destination's data port during the hand-off and
+    the migration: under the default Opportunistic policy it still goes
+    encrypted (never plain text), at the daemons' full speed."""
+    import sys
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from flood import Flood, raise_fd_limit
+    raise_fd_limit()
+    hosts = TwoHosts()
+    flood = None
+    try:
+        a, b = hosts.a, hosts.b
+        a.start_encmigd()
+        b.start_encmigd()
+        start_guest(a, "f")
+        before = serial_ops(a, "f")[0][-1]
+        flood = a.in_netns(lambda: Flood(16520, host=b.addr, idle=800, slow=100))
+        time.sleep(2)
+        res = migrate(a, b, "f")  # no --encrypted: the domain's (default) Opportunistic policy
+        flood.close()
+        flood = None
+        assert res.get("result") == "completed" and res["encrypted"] is True, res
+        assert "UNENCRYPTED" not in res["_stderr"], res["_stderr"]
+        assert_continued(a, b, "f", before)
+        assert_no_secrets(hosts)
+    finally:
+        if flood:
+            flood.close()
+        hosts.close()
+
+
+def bad_handoff_descriptions():
+    """Secrets named encmig/... or encmig-probe/... with malformed contents
+    (written by any libvirt client allowed to define secrets) get a "failed"
+    answer; the daemon never dies, not even when it restarts with them there."""
+    hosts = TwoHosts()
+    try:
+        b = hosts.b
+        b.start_encmigd()
+        bad = ["not json", "[1,2]", '{"encmig":"1"}', '{"encmig":1,"role":5}', '{"encmig":1,"role":"source","peer":7}',
+               '{"encmig":1,"role":"source","streams":1e99,"peer":"x:1"}', '{"encmig":1,"role":"destination","nbd":"yes"}',
+               '{"encmig":1}' + " " * 5000, '{"encmig":1,"probe":true,"peer":["x"]}']
+        import html
+        for i, d in enumerate(bad):
+            usage = ("encmig-probe/" if "probe" in d else "encmig/") + (os.urandom(16).hex() if i % 3 else "0/1/" + str(i))
+            path = os.path.join(b.dir, f"bad{i}.xml")
+            open(path, "w").write(f"<secret ephemeral='yes' private='no'><description>{html.escape(d)}</description>"
+                                  f"<usage type='tls'><name>{usage}</name></usage></secret>")
+            b.virsh("secret-define", path, check=False)
+        time.sleep(2)
+        assert b.encmigd.poll() is None, b.encmigd_log()
+        b.stop_encmigd()
+        b.start_encmigd()
+        time.sleep(2)
+        assert b.encmigd.poll() is None, b.encmigd_log()
+        q = Qmp(f"/proc/{b.holder.pid}/root/run/encmig/encmigd.sock")
+        assert q.cmd("query-migrations") == []
+        q.close()
+    finally:
+        hosts.close()
+
+
+def tenant_isolation():
+    """Another QEMU on the source host (any process running as libvirt-qemu)
+    can neither remove nor replace the migration's socket, and the socket
+    refuses it: only the domain's QEMU and libvirtd may feed the migration."""
+    hosts = TwoHosts()
+    try:
+        a, b = hosts.a, hosts.b
+        a.start_encmigd()
+        b.start_encmigd()
+        start_guest(a, "t")
+        p = subprocess.Popen(["nsenter", "-t", str(a.holder.pid), "-m", "-n", "-u", "--", ENCMIG, "migrate", "--live",
+                              "--p2p", "--json", "--bandwidth", "1", "--encrypted=required", "t", b.uri()],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        hosts.procs.append(p)
+        root = f"/proc/{a.holder.pid}/root/run/encmig"
+        wait_for(lambda: any(os.path.exists(os.path.join(root, d, "migrate.sock")) for d in os.listdir(root)
+                             if os.path.isdir(os.path.join(root, d))), 20, "no migration socket")
+        d = [d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d))][0]
+        st_run, st_dir = os.stat(root), os.stat(os.path.join(root, d))
+        st_sock = os.stat(os.path.join(root, d, "migrate.sock"))
+        assert st_run.st_mode & 0o777 == 0o711, oct(st_run.st_mode)
+        assert st_dir.st_mode & 0o777 == 0o750 and st_dir.st_uid == 0, oct(st_dir.st_mode)
+        assert st_sock.st_mode & 0o777 == 0o660 and st_sock.st_uid == 0, oct(st_sock.st_mode)
+        sock = f"/run/encmig/{d}/migrate.sock"
+        script = f"""
+import os, socket
+out = []
+try:
+    os.unlink({sock!r}); out.append("unlinked")
+except OSError as e:
+    out.append("unlink:" + e.strerror)
+try:
+    os.listdir("/run/encmig"); out.append("listed")
+except OSError as e:
+    out.append("list:" + e.strerror)
+s = socket.socket(socket.AF_UNIX)
+try:
+    s.connect({sock!r}); s.sendall(b"QEVM" + b"\\0" * 64); s.settimeout(5)
+    out.append("read:" + repr(s.recv(16)))
+except OSError as e:
+    out.append("conn:" + str(e))
+print(" ".join(out))
+"""
+        r = a.sh(["setpriv", "--reuid=libvirt-qemu", "--regid=libvirt-qemu", "--init-groups", "python3", "-c", script])
+        out = r.stdout.strip()
+        assert "unlinked" not in out and "listed" not in out, out
+        assert "read:b''" in out or "conn:" in out, out
+        wait_for(lambda: "local connection refused" in a.encmigd_log(), 10, "the impostor was not refused: " + a.encmigd_log())
+        p.send_signal(signal.SIGINT)
+        p.communicate(timeout=60)
+        assert running_on(a, "t")
+        assert_no_secrets(hosts)
+    finally:
+        hosts.close()
+
+
+def dname_and_uuid():
+    """The domain named by its UUID and renamed on the destination (--dname):
+    each daemon learns the domain's name on its own host, so the destination
+    still finds (and only accepts) the right QEMU."""
+    hosts = TwoHosts()
+    try:
+        a, b = hosts.a, hosts.b
+        a.start_encmigd()
+        b.start_encmigd()
+        start_guest(a, "n")
+        uuid = a.virsh("domuuid", "n").stdout.strip()
+        before = serial_ops(a, "n")[0][-1]
+        res = migrate(a, b, uuid, "--encrypted=required", "--dname", "n2", "--parallel", "--parallel-connections", "2")
+        assert res.get("result") == "completed" and res["encrypted"] is True, res
+        assert running_on(b, "n2") and not running_on(a, "n"), "not renamed on the destination"
+        wait_for(lambda: len(serial_ops(b, "n")[0]) >= 1, 30, "no progress")  # the serial log keeps its path
+        assert_no_secrets(hosts)
     finally:
         hosts.close()
 
@@ -292,6 +536,12 @@ CASES = {
     "libvirt-policy-matrix": policy_matrix,
     "libvirt-tamper": tamper,
     "libvirt-place-and-interrupt": place_and_cleanup,
+    "libvirt-handoff-tampering": handoff_tampering,
+    "libvirt-insecure-transport": insecure_transport,
+    "libvirt-flood-no-downgrade": flood_no_downgrade,
+    "libvirt-bad-handoff-descriptions": bad_handoff_descriptions,
+    "libvirt-tenant-isolation": tenant_isolation,
+    "libvirt-dname-and-uuid": dname_and_uuid,
 }
 
 if __name__ == "__main__":
