@@ -62,16 +62,51 @@ Result<json> HostSecret::read() const {
   return j;
 }
 
+Result<bool> HostSecret::key_taken() const {
+  if (!s_) return make_error(ErrorCode::kInternal, "no secret");
+  char* xml = virSecretGetXMLDesc(s_.get(), 0);
+  if (!xml) return make_error(ErrorCode::kIo, "cannot read the hand-off secret on " + host_ + ": " + libvirt_error());
+  std::string x(xml);
+  free(xml);
+  // Redefined as persistent or private (by someone allowed to write secrets),
+  // it is hidden from encmigd: that is tampering, not a host without encmigd.
+  if (xml_attribute(x, "secret", "ephemeral") != "yes" || xml_attribute(x, "secret", "private") != "no")
+    return make_error(ErrorCode::kAuthFailed, "the hand-off secret on " + host_ + " was redefined (no longer ephemeral and public)");
+  size_t size = 0;
+  unsigned char* v = virSecretGetValue(s_.get(), &size, 0);
+  if (!v) return make_error(ErrorCode::kIo, "cannot read the hand-off secret's value on " + host_ + ": " + libvirt_error());
+  bool taken = size == 1 && v[0] == 0;  // encmigd leaves one zero byte once it holds the key
+  secure_wipe(v, size);
+  free(v);
+  return taken;
+}
+
 Result<json> HostSecret::wait_answer(std::chrono::milliseconds timeout, const std::function<bool()>& interrupted) const {
-  auto deadline = std::chrono::steady_clock::now() + timeout;
+  auto start = std::chrono::steady_clock::now();
+  auto deadline = start + timeout;
+  bool extended = false;
   for (;;) {
     auto j = read();
     if (!j) return j;
     if (j->contains("state")) return j;
     if (interrupted && interrupted()) return make_error(ErrorCode::kCancelled, "interrupted");
-    if (std::chrono::steady_clock::now() > deadline)
-      return make_error(ErrorCode::kTimeout, "no encmigd answered on " + host_ + " within " +
-                                                 std::to_string(timeout.count() / 1000.0).substr(0, 3) + " s");
+    if (std::chrono::steady_clock::now() > deadline) {
+      // Whether a host runs encmigd is a fact, not a matter of timing: the
+      // daemon takes the key out of libvirt the moment it sees the secret.
+      // If the key is still there, nothing is watching this host's libvirt.
+      if (!answer_key_) return make_error(ErrorCode::kTimeout, "no encmigd answered on " + host_);
+      auto taken = key_taken();
+      if (!taken) return taken.error();
+      if (!taken.value())
+        return make_error(ErrorCode::kTimeout, "no encmigd answered on " + host_ + " within " +
+                                                   std::to_string(timeout.count() / 1000.0).substr(0, 3) + " s");
+      if (extended)
+        return make_error(ErrorCode::kNotReady, "encmigd on " + host_ + " took the key but did not answer within " +
+                                                    std::to_string(std::chrono::duration_cast<std::chrono::seconds>(
+                                                                       std::chrono::steady_clock::now() - start).count()) + " s");
+      deadline += kArmingGrace;  // it is there, and busy (e.g. probing its peer): give it time
+      extended = true;
+    }
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
 }

@@ -32,8 +32,14 @@ class HostSecret {
   // error (kAuthFailed), never an answer.
   Result<json> read() const;
   // Waits until the daemon answered ("state" present). kTimeout means no
-  // encmigd answered at all.
+  // encmigd runs there: after `timeout`, the key is still in the secret,
+  // untouched. A daemon that took the key gets kArmingGrace more; if it still
+  // has not answered, that is an error, never "no encmigd".
   Result<json> wait_answer(std::chrono::milliseconds timeout, const std::function<bool()>& interrupted) const;
+  static constexpr auto kArmingGrace = std::chrono::seconds(6);
+  // Whether encmigd took the key (the value is one zero byte). An error if the
+  // secret was redefined as persistent or private, or cannot be read.
+  Result<bool> key_taken() const;
   void undefine();
   const std::string& host() const { return host_; }
 

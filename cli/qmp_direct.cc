@@ -152,6 +152,9 @@ class DirectMigration {
         break;
     }
     if (auto st = set_parameters(); !st) return fail_summary(st.error().detail);
+    // Only a source that ran before may be resumed if the migration fails.
+    auto before = src_.execute("query-status");
+    source_was_running_ = before && json_bool(before.value(), "running");
     summary_ = json{{"encrypted", encrypt_}, {"reason", reason_}, {"multifd-channels", o_.multifd}};
     if (auto st = encrypt_ ? start_encrypted() : start_plain(); !st) return fail_summary(st.error().detail);
     json q = wait_completed();
@@ -282,7 +285,7 @@ class DirectMigration {
       status = "failed";
       q["error-desc"] = "the destination did not complete: " + (why.empty() ? "state " + state : why);
       auto st = src_.execute("query-status");
-      if (st && json_string(st.value(), "status") == "postmigrate") (void)src_.execute("cont");
+      if (st && json_string(st.value(), "status") == "postmigrate" && source_was_running_) (void)src_.execute("cont");
     }
     return state;
   }
@@ -328,7 +331,7 @@ class DirectMigration {
   QmpClient src_, dst_;
   std::optional<QmpClient> sd_, dd_;
   json dst_caps_, summary_;
-  bool encrypt_ = false;
+  bool encrypt_ = false, source_was_running_ = false;
   Capability hosts_ = Capability::kNoDaemon;
   std::string reason_, id_;
 };

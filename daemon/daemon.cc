@@ -39,6 +39,9 @@ Result<std::unique_ptr<Daemon>> Daemon::create(DaemonOptions opts) {
       return make_error(ErrorCode::kPolicy, "the run directory " + d->opts_.run_dir + " must belong to encmigd's user");
     fchmod(dir.get(), 0711);
   }
+  // Socket buffers: decided once, and any limit that costs throughput is said once.
+  d->sizing_ = size_socket_buffers(d->opts_.data.socket.buffer_bytes);
+  if (!d->sizing_.forced) d->opts_.data.socket.buffer_bytes = 0;
   auto data = DataPlane::create(d->opts_.data);
   if (!data) return data.error();
   d->data_ = std::move(data.value());
@@ -53,7 +56,10 @@ Result<std::unique_ptr<Daemon>> Daemon::create(DaemonOptions opts) {
 void Daemon::run() {
   data_->start();
   log_line(std::string(kSoftware) + " listening on " + HostPort{opts_.data.listen.host, data_->port()}.str() +
-           ", control " + opts_.control_path);
+           ", control " + opts_.control_path + ", socket buffers " +
+           (sizing_.forced ? std::to_string(sizing_.want >> 20) + " MiB (forced)"
+                           : "autotuned up to " + std::to_string(sizing_.autotune_rcv_max >> 10) + " KiB"));
+  if (!sizing_.note.empty()) log_line("warning: " + sizing_.note);
   qmp_->run();
   data_->stop();
 }
@@ -103,7 +109,10 @@ json Daemon::capabilities_json() const {
               {"ciphers", {"aes-256-gcm"}},
               {"data-port", data_->port()},
               {"max-record", wire::kMaxRecordPayload},
-              {"socket-buffer", opts_.data.socket.buffer_bytes}};
+              {"socket-buffer", opts_.data.socket.buffer_bytes},
+              {"socket-buffer-mode", sizing_.forced ? "forced" : "autotuning"},
+              {"autotuning-max", {{"receive", sizing_.autotune_rcv_max}, {"send", sizing_.autotune_snd_max}}},
+              {"limits", sizing_.note.empty() ? json::array() : json::array({sizing_.note})}};
 }
 
 json Daemon::stats_json() {

@@ -55,6 +55,7 @@ class Daemon {
   json stats_json();
 
   DaemonOptions opts_;
+  SocketSizing sizing_;
   std::unique_ptr<DataPlane> data_;
   std::unique_ptr<QmpServer> qmp_;
   std::atomic<uint64_t> armed_total_{0};

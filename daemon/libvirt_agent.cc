@@ -58,7 +58,9 @@ void LibvirtAgent::run() {
 
 bool LibvirtAgent::poll(virConnectPtr c) {
   virSecretPtr* list = nullptr;
-  int n = virConnectListAllSecrets(c, &list, VIR_CONNECT_LIST_SECRETS_EPHEMERAL | VIR_CONNECT_LIST_SECRETS_NO_PRIVATE);
+  // Persistent ones too: a hand-off secret redefined as persistent must be
+  // seen (and refused), not silently ignored.
+  int n = virConnectListAllSecrets(c, &list, VIR_CONNECT_LIST_SECRETS_NO_PRIVATE);
   if (n < 0) return false;
   std::set<std::string> present;
   for (int i = 0; i < n; i++) {
@@ -112,34 +114,42 @@ bool LibvirtAgent::poll(virConnectPtr c) {
 void LibvirtAgent::handle_new(virConnectPtr c, virSecretPtr s, Entry& e) {
   char* xml = virSecretGetXMLDesc(s, 0);
   if (!xml) return;
-  auto req = handoff::parse(xml);
+  std::string x(xml);
   free(xml);
-  if (req && req->contains("state")) {  // answered already (by us before a restart, or another daemon)
+  const bool ephemeral = xml_attribute(x, "secret", "ephemeral") == "yes";
+  auto req = handoff::parse(x);
+  if (e.probe) {
+    if (req && req->contains("state")) return void((e.done = true, e.ended = Clock::now()));
+    if (!req) return fail(c, e, req.error().text());
+    e.request = req.value();
+    return start_probe(e);
+  }
+  // A migration's key leaves libvirt before anything else happens.
+  size_t size = 0;
+  unsigned char* v = virSecretGetValue(s, &size, 0);
+  if (!v) {
+    virResetLastError();
+    if (req && req->contains("state")) return void((e.done = true, e.ended = Clock::now()));
+    if (Clock::now() - e.seen < kValueWait) return;  // not set yet: look again at the next poll
+    return fail(c, e, "the secret has no value");
+  }
+  const bool already_taken = size == 1 && v[0] == 0;
+  auto id = id_from_hex(e.id);
+  auto sec = id ? secrets_from_value(v, size, id.value()) : Result<MigrationSecrets>(make_error(ErrorCode::kInvalidArgument, "bad migration id in the secret's name"));
+  secure_wipe(v, size);
+  free(v);
+  if (!already_taken) {
+    unsigned char zero = 0;  // the key now lives only here: leave libvirtd a single zero byte
+    virSecretSetValue(s, &zero, 1, 0);
+  }
+  if (req && req->contains("state")) {  // answered already (by us before a restart, or by someone else)
     e.request = req.value();
     e.reply = req.value();
     e.done = true;
     e.ended = Clock::now();
     return;
   }
-  if (e.probe) {
-    if (!req) return fail(c, e, req.error().text());
-    e.request = req.value();
-    return start_probe(e);
-  }
-  size_t size = 0;
-  unsigned char* v = virSecretGetValue(s, &size, 0);
-  if (!v) {
-    virResetLastError();
-    if (Clock::now() - e.seen < kValueWait) return;  // not set yet: look again at the next poll
-    return fail(c, e, "the secret has no value");
-  }
-  auto sec = id_from_hex(e.id) ? secrets_from_value(v, size, id_from_hex(e.id).value())
-                               : Result<MigrationSecrets>(make_error(ErrorCode::kInvalidArgument, "bad migration id in the secret's name"));
-  secure_wipe(v, size);
-  free(v);
-  // The key now lives only here: leave libvirtd a single zero byte.
-  unsigned char zero = 0;
-  virSecretSetValue(s, &zero, 1, 0);
+  if (!ephemeral) return fail(c, e, "a hand-off secret must be ephemeral (this one would keep the key on disk)");
   if (!sec) return fail(c, e, sec.error().text());
   auto keys = handoff::MacKeys::derive(sec.value());
   if (!keys) return fail(c, e, keys.error().text());

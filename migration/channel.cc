@@ -44,7 +44,11 @@ bool EncryptedChannel::send_error(ErrorCode code, const std::string& text) {
   if (!l.owns_lock() || tx_.finished()) return false;
   uint8_t rec[wire::kMaxErrorRecordSize];
   size_t n = 0;
-  if (!tx_.seal_error(code, text, rec, &n).ok()) return false;
+  // Local codes (64 and up) never go on the wire: they travel as "failure on
+  // the sender's side", with their name in the text.
+  std::string why = uint16_t(code) > kMaxWireErrorCode ? std::string(error_code_name(code)) + ": " + text : text;
+  if (uint16_t(code) > kMaxWireErrorCode) code = ErrorCode::kLocalFailure;
+  if (!tx_.seal_error(code, why, rec, &n).ok()) return false;
   bool sent = ::send(fd_.get(), rec, n, MSG_DONTWAIT | MSG_NOSIGNAL) == ssize_t(n);
   ::shutdown(fd_.get(), SHUT_WR);
   return sent;

@@ -43,10 +43,9 @@ Status check_local_peer(int fd, const LocalPeerPolicy& p, pid_t* qemu_out) {
   if (!qemu && safe_name(p.libvirt_domain)) qemu = read_pid_file(p.libvirt_run_dir + "/qemu/" + p.libvirt_domain + ".pid");
   if (qemu_out) *qemu_out = qemu;
   if (qemu && cred.pid == qemu) return {};
-  if (p.allow_libvirtd && cred.uid == 0) {
-    pid_t libvirtd = read_pid_file(p.libvirtd_pid_file);
-    if (libvirtd && cred.pid == libvirtd) return {};
-  }
+  if (p.allow_libvirtd && cred.uid == 0)
+    for (const auto& f : p.libvirtd_pid_files)
+      if (pid_t libvirtd = read_pid_file(f); libvirtd && cred.pid == libvirtd) return {};
   std::string want = qemu ? "the domain's QEMU (pid " + std::to_string(qemu) + ")"
                           : "the domain's QEMU (" + (p.libvirt_domain.empty() ? std::string("unknown") : "no pid for domain '" + p.libvirt_domain + "'") + ")";
   return make_error(ErrorCode::kPolicy, "local peer pid " + std::to_string(cred.pid) + " uid " + std::to_string(cred.uid) +

@@ -10,6 +10,7 @@
 #include <sys/types.h>
 
 #include <string>
+#include <vector>
 
 #include "migration/socket.h"
 
@@ -20,7 +21,9 @@ struct LocalPeerPolicy {
   std::string libvirt_domain;    // else: its libvirt name, looked up when a socket is used
   bool allow_libvirtd = false;   // source under libvirt: libvirtd may connect for QEMU
   std::string libvirt_run_dir = "/run/libvirt";         // <dir>/qemu/<domain>.pid
-  std::string libvirtd_pid_file = "/run/libvirtd.pid";
+  // The daemon that connects for QEMU: libvirtd (Debian 12), or virqemud
+  // on hosts with libvirt's modular daemons.
+  std::vector<std::string> libvirtd_pid_files{"/run/libvirtd.pid", "/run/virtqemud.pid"};
   // Nothing to check against (a QMP-direct controller that did not say).
   bool unchecked() const { return qemu_pid == 0 && libvirt_domain.empty(); }
 };

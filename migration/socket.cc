@@ -13,6 +13,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 
 namespace encmig {
@@ -58,10 +59,51 @@ void apply_socket_options(int fd, const SocketOptions& opts) {
   if (opts.notsent_lowat > 0) setsockopt(fd, IPPROTO_TCP, TCP_NOTSENT_LOWAT, &opts.notsent_lowat, sizeof opts.notsent_lowat);
   if (opts.buffer_bytes > 0) {
     int b = opts.buffer_bytes;
-    // The FORCE variants (root) bypass net.core.[rw]mem_max.
-    if (setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &b, sizeof b) != 0) setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &b, sizeof b);
-    if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &b, sizeof b) != 0) setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &b, sizeof b);
+    // The FORCE variants bypass net.core.[rw]mem_max. size_socket_buffers()
+    // checked at start that they work; if one fails now, autotuning stays.
+    (void)setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &b, sizeof b);
+    (void)setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &b, sizeof b);
   }
+}
+
+namespace {
+// The third field of a "min default max" sysctl such as net.ipv4.tcp_rmem.
+int sysctl_max(const char* path) {
+  FILE* f = std::fopen(path, "r");
+  if (!f) return 0;
+  long a = 0, b = 0, c = 0;
+  int n = std::fscanf(f, "%ld %ld %ld", &a, &b, &c);
+  std::fclose(f);
+  return n == 3 && c > 0 && c < (1L << 31) ? int(c) : 0;
+}
+}  // namespace
+
+SocketSizing size_socket_buffers(int want) {
+  SocketSizing z;
+  z.want = want;
+  z.autotune_rcv_max = sysctl_max("/proc/sys/net/ipv4/tcp_rmem");
+  z.autotune_snd_max = sysctl_max("/proc/sys/net/ipv4/tcp_wmem");
+  if (want <= 0) return z;
+  if (z.autotune_rcv_max >= want && z.autotune_snd_max >= want) return z;  // autotuning reaches it
+  int probe = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  int b = want;
+  bool ok = probe >= 0 && setsockopt(probe, SOL_SOCKET, SO_SNDBUFFORCE, &b, sizeof b) == 0 &&
+            setsockopt(probe, SOL_SOCKET, SO_RCVBUFFORCE, &b, sizeof b) == 0;
+  int err = errno;
+  if (probe >= 0) ::close(probe);
+  if (ok) {
+    z.forced = true;
+    return z;
+  }
+  int limit = std::min(z.autotune_rcv_max, z.autotune_snd_max);
+  double mbps_150 = limit > 0 ? double(limit) * 8 / 0.150 / 1e6 : 0;
+  z.note = "socket buffers: cannot force " + std::to_string(want >> 20) + " MiB (" + errno_text(err) +
+           ": CAP_NET_ADMIN missing from the capability bounding set?); using the kernel's autotuning up to " +
+           std::to_string(z.autotune_rcv_max >> 10) + " KiB receive / " + std::to_string(z.autotune_snd_max >> 10) +
+           " KiB send, which limits one stream to about " + std::to_string(int(mbps_150)) +
+           " Mb/s at 150 ms RTT. Fix: grant CAP_NET_ADMIN (the shipped unit does), or raise the third field of "
+           "net.ipv4.tcp_rmem and net.ipv4.tcp_wmem to at least " + std::to_string(want) + ".";
+  return z;
 }
 
 void set_recv_timeout(int fd, int ms) {

@@ -42,7 +42,11 @@ using Deadline = std::chrono::steady_clock::time_point;
 inline Deadline deadline_in(int ms) { return std::chrono::steady_clock::now() + std::chrono::milliseconds(ms); }
 
 struct SocketOptions {
-  int buffer_bytes = 0;  // SO_SNDBUF/SO_RCVBUF (forced as root); 0 = kernel autotuning
+  // SO_SNDBUFFORCE/SO_RCVBUFFORCE (needs CAP_NET_ADMIN); 0 = the kernel's
+  // autotuning. Never the clamped SO_SNDBUF/SO_RCVBUF: a buffer capped at
+  // net.core.[rw]mem_max is smaller than what autotuning reaches, and setting
+  // one turns autotuning off.
+  int buffer_bytes = 0;
   bool nodelay = true;
   // TCP_NOTSENT_LOWAT: how much not-yet-sent data the kernel may hold. The
   // buffer stays large for in-flight data (long fat links), but what QEMU has
@@ -50,6 +54,19 @@ struct SocketOptions {
   // the downtime are not inflated by data waiting in our queues. 0 = unset.
   int notsent_lowat = 0;
 };
+
+// How TCP buffers will be sized, decided once at start from what the kernel
+// and our capabilities allow (see size_socket_buffers).
+struct SocketSizing {
+  bool forced = false;               // buffers of `want` bytes, forced
+  int want = 0;                      // what was asked for (--socket-buffer)
+  int autotune_rcv_max = 0, autotune_snd_max = 0;  // net.ipv4.tcp_rmem[2], tcp_wmem[2]
+  std::string note;                  // a limit that costs throughput, and its fix; "" if none
+};
+// Prefers the kernel's autotuning when its limits reach `want`; otherwise
+// forces `want` when allowed (CAP_NET_ADMIN); otherwise autotuning, with a
+// note saying what that costs and how to lift it.
+SocketSizing size_socket_buffers(int want);
 
 Result<Fd> tcp_connect(const HostPort& to, const SocketOptions& opts, int timeout_ms);
 Result<Fd> tcp_listen(const HostPort& at, const SocketOptions& opts);

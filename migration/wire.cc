@@ -27,6 +27,7 @@ const char* error_code_name(ErrorCode c) {
     case ErrorCode::kNotReady: return "not ready";
     case ErrorCode::kPolicy: return "refused by policy";
     case ErrorCode::kBadRole: return "wrong role in hello";
+    case ErrorCode::kLocalFailure: return "failure on the peer's side";
     case ErrorCode::kCrypto: return "crypto library error";
     case ErrorCode::kIo: return "I/O error";
     case ErrorCode::kInvalidArgument: return "invalid argument";

@@ -95,6 +95,7 @@ enum class ErrorCode : uint16_t {
   kNotReady = 20,
   kPolicy = 21,
   kBadRole = 22,          // a hello's role is not the one its sender must have
+  kLocalFailure = 23,     // the sender failed on its own side (its QEMU, a socket, a timeout); the text says how
   // ---- local codes ----
   kCrypto = 64,
   kIo = 65,

@@ -328,10 +328,12 @@ def handoff_tampering():
         b.start_encmigd()
         start_guest(a, "h")
         evil = a.in_netns(lambda: Mitm(16520, target_host=b.addr, listen_host=a.addr))
-        for variant in ("peer", "peer-and-key"):
+        # Required is refused; Opportunistic must fail too, never fall back to plain text.
+        for variant, mode in (("peer", "required"), ("peer-and-key", "required"), ("persistent", "opportunistic"),
+                              ("private", "opportunistic")):
             os.kill(a.encmigd.pid, signal.SIGSTOP)  # hold the source daemon back while the attacker edits
             p = subprocess.Popen(["nsenter", "-t", str(a.holder.pid), "-m", "-n", "-u", "--", ENCMIG, "migrate", "--live",
-                                  "--p2p", "--json", "--handoff-timeout", "8000", "--encrypted=required", "h", b.uri()],
+                                  "--p2p", "--json", "--handoff-timeout", "3000", f"--encrypted={mode}", "h", b.uri()],
                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
             hosts.procs.append(p)
             try:
@@ -339,20 +341,31 @@ def handoff_tampering():
                 uuid = a.secrets()[0]
                 desc, xml = secret_description(a, uuid)
                 usage = [l for l in xml.splitlines() if "<name>" in l][0].split("<name>")[1].split("</name>")[0]
-                desc["peer"] = f"{a.addr}:{evil.port}"
-                if variant == "peer-and-key":
-                    key, nonce = os.urandom(32), os.urandom(8)
-                    mid = bytes.fromhex(usage.split("/")[1])
-                    valpath = os.path.join(a.dir, "evil.key")
-                    open(valpath, "wb").write(key + nonce)
-                    a.virsh("secret-set-value", uuid, "--file", valpath, "--plain")
-                    desc["mac"] = handoff_mac(key, nonce, mid, b"encmig/1 handoff request", desc)
-                redefine(a, uuid, usage, desc)
+                if variant in ("persistent", "private"):
+                    # Hide the hand-off from encmigd, hoping encmig reads silence as "no encmigd here".
+                    flags = "ephemeral='no' private='no'" if variant == "persistent" else "ephemeral='yes' private='yes'"
+                    path = os.path.join(a.dir, "hide.xml")
+                    open(path, "w").write(xml.replace("ephemeral='yes' private='no'", flags))
+                    a.virsh("secret-define", path)
+                else:
+                    desc["peer"] = f"{a.addr}:{evil.port}"
+                    if variant == "peer-and-key":
+                        key, nonce = os.urandom(32), os.urandom(8)
+                        mid = bytes.fromhex(usage.split("/")[1])
+                        valpath = os.path.join(a.dir, "evil.key")
+                        open(valpath, "wb").write(key + nonce)
+                        a.virsh("secret-set-value", uuid, "--file", valpath, "--plain")
+                        desc["mac"] = handoff_mac(key, nonce, mid, b"encmig/1 handoff request", desc)
+                    redefine(a, uuid, usage, desc)
             finally:
                 os.kill(a.encmigd.pid, signal.SIGCONT)
             out, err = p.communicate(timeout=120)
             res = json.loads(out)
-            assert res["result"] == "refused" and p.returncode == 3, (variant, res, err)
+            if mode == "required":
+                assert res["result"] == "refused" and p.returncode == 3, (variant, res, err)
+            else:
+                assert res["result"] == "failed" and p.returncode == 1, (variant, res, err)
+                assert "falling back" not in err and res["encrypted"] is False, (variant, res, err)
             assert running_on(a, "h") and not running_on(b, "h"), variant
             assert_no_secrets(hosts)
         assert evil.bytes == 0 or evil.conn_count <= 1, "VM data reached the attacker's address"
@@ -361,6 +374,29 @@ def handoff_tampering():
         # Untouched, the same migration goes through.
         res = migrate(a, b, "h", "--encrypted=required")
         assert res["result"] == "completed" and res["encrypted"] is True, res
+    finally:
+        hosts.close()
+
+
+def unreachable_peer_no_downgrade():
+    """Both daemons answer, but the source daemon cannot reach the
+    destination's data port (a black-holed address, as a firewall dropping
+    packets would make it): under the default Opportunistic policy the
+    migration fails and the VM stays; it never falls back to plain text, even
+    though the probe takes longer than the hand-off timeout."""
+    hosts = TwoHosts()
+    try:
+        a, b = hosts.a, hosts.b
+        a.start_encmigd()
+        b.start_encmigd()
+        start_guest(a, "u")
+        res = encmig(a, "migrate", "--live", "--p2p", "--json", "--handoff-timeout", "1000", "--data-addr",
+                     "10.77.0.99:16520", "u", b.uri())
+        assert res["result"] == "failed" and res["_rc"] == 1 and res["encrypted"] is False, res
+        assert "falling back" not in res["_stderr"], res["_stderr"]
+        assert "10.77.0.99" in res["error"], res
+        assert running_on(a, "u") and not running_on(b, "u")
+        assert_no_secrets(hosts)
     finally:
         hosts.close()
 
@@ -538,6 +574,7 @@ CASES = {
     "libvirt-place-and-interrupt": place_and_cleanup,
     "libvirt-handoff-tampering": handoff_tampering,
     "libvirt-insecure-transport": insecure_transport,
+    "libvirt-unreachable-peer-no-downgrade": unreachable_peer_no_downgrade,
     "libvirt-flood-no-downgrade": flood_no_downgrade,
     "libvirt-bad-handoff-descriptions": bad_handoff_descriptions,
     "libvirt-tenant-isolation": tenant_isolation,
