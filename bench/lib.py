@@ -9,7 +9,8 @@ import json, os, shutil, socket, subprocess, sys, threading, time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "tests", "integration"))
-from harness import BUILD, ENCMIG, ENCMIGD, MIB, Env, Qmp, files_equal, qemu_argv, wait_for  # noqa: E402
+from harness import BUILD, ENCMIG, ENCMIGD, MIB, UNIT, Env, Qmp, files_equal, qemu_argv, wait_for  # noqa: E402
+from unit_confinement import DEBIAN_NET_SYSCTLS, unit_prefix  # noqa: E402
 
 WANEM = os.path.join(BUILD, "bench", "wanem")
 TICK = os.sysconf("SC_CLK_TCK")
@@ -59,6 +60,9 @@ class _TwoNamespaces:
             sh("ip", "netns", "del", ns, check=False)
             sh("ip", "netns", "add", ns)
             sh("ip", "-n", ns, "link", "set", "lo", "up")
+            # As a stock Debian host: the autotuning ceilings plain QEMU lives with.
+            for k, v in DEBIAN_NET_SYSCTLS.items():
+                sh("ip", "netns", "exec", ns, "sysctl", "-q", "-w", f"{k}={v}")
 
     def prefix(self, side):
         return ["ip", "netns", "exec", self.ns[side]]
@@ -230,7 +234,8 @@ class Bench(Env):
         ctl = self.path(name + ".sock")
         if os.path.exists(ctl):
             os.unlink(ctl)
-        p = self.spawn(topo.prefix(side) + [ENCMIGD, "--control", ctl, "--listen", f"{topo.addr[side]}:0",
+        # Confined exactly as the shipped systemd unit confines it.
+        p = self.spawn(topo.prefix(side) + unit_prefix(UNIT) + [ENCMIGD, "--control", ctl, "--listen", f"{topo.addr[side]}:0",
                                             "--libvirt", "none", "--run-dir", self.dir], self.path(name + ".log"))
         q = Qmp(ctl)
         port = q.cmd("query-encmig-capabilities")["data-port"]

@@ -53,7 +53,8 @@ struct Params {
 struct JobNumbers {
   bool ok = false;
   unsigned long long elapsed_ms = 0, downtime_ms = 0, setup_ms = 0, data_total = 0, data_processed = 0,
-                     data_remaining = 0, memory_bps = 0, disk_processed = 0, memory_processed = 0;
+                     data_remaining = 0, memory_bps = 0, disk_processed = 0, memory_processed = 0,
+                     memory_iteration = 0, postcopy_requests = 0;
 };
 
 JobNumbers job_stats(virDomainPtr d, unsigned flags) {
@@ -74,6 +75,8 @@ JobNumbers job_stats(virDomainPtr d, unsigned flags) {
   virTypedParamsGetULLong(p, n, VIR_DOMAIN_JOB_MEMORY_BPS, &j.memory_bps);
   virTypedParamsGetULLong(p, n, VIR_DOMAIN_JOB_DISK_PROCESSED, &j.disk_processed);
   virTypedParamsGetULLong(p, n, VIR_DOMAIN_JOB_MEMORY_PROCESSED, &j.memory_processed);
+  virTypedParamsGetULLong(p, n, VIR_DOMAIN_JOB_MEMORY_ITERATION, &j.memory_iteration);
+  virTypedParamsGetULLong(p, n, VIR_DOMAIN_JOB_MEMORY_POSTCOPY_REQS, &j.postcopy_requests);
   virTypedParamsFree(p, n);
   return j;
 }
@@ -217,6 +220,15 @@ class LibvirtMigration {
       return make_error(ErrorCode::kInvalidArgument, "the hosts' encmigd use different --run-dir; libvirt needs one path on both");
     out_["source-daemon"] = json_string(sa.value(), "daemon");
     out_["destination-daemon"] = json_string(da.value(), "daemon");
+    // Postcopy's pre-flight: an unprivileged QEMU 7.2 needs userfaultfd from the sysctl.
+    if (o_.flags & VIR_MIGRATE_POSTCOPY) {
+      for (auto [a, host] : {std::pair{&sa.value(), src_host_}, std::pair{&da.value(), dst_host_}})
+        if (json_int(*a, "unprivileged-userfaultfd", -1) == 0) userfaultfd_note_ += (userfaultfd_note_.empty() ? "" : ", ") + host;
+      if (!userfaultfd_note_.empty()) {
+        userfaultfd_note_ = "vm.unprivileged_userfaultfd is 0 on " + userfaultfd_note_ + ". " + kUserfaultfdHelp;
+        std::fprintf(stderr, "encmig: warning: postcopy may be blocked: %s\n", userfaultfd_note_.c_str());
+      }
+    }
     return {};
   }
 
@@ -293,6 +305,7 @@ class LibvirtMigration {
     if (parallel()) params.i(VIR_MIGRATE_PARAM_PARALLEL_CONNECTIONS, channels());
     if (!o_.dname.empty()) params.str(VIR_MIGRATE_PARAM_DEST_NAME, o_.dname);
     if (o_.bandwidth_mib) params.ull(VIR_MIGRATE_PARAM_BANDWIDTH, o_.bandwidth_mib);
+    if (o_.postcopy_bandwidth_mib) params.ull(VIR_MIGRATE_PARAM_BANDWIDTH_POSTCOPY, o_.postcopy_bandwidth_mib);
   }
 
   // libvirt drives the migration on its own thread; this one watches it.
@@ -346,7 +359,24 @@ class LibvirtMigration {
         }
       }
     }
-    if (o_.progress) progress_line(job_stats(dom_.get(), 0), encrypted_);
+    JobNumbers now = job_stats(dom_.get(), 0);
+    if (now.ok) last_ = now;
+    // Postcopy: virsh's --postcopy-after-precopy switches once the first pass
+    // is done; either way, notice when the source pauses for postcopy.
+    if (o_.postcopy_after_precopy && !postcopy_asked_ && now.ok && now.memory_iteration >= 1) {
+      postcopy_asked_ = true;
+      if (virDomainMigrateStartPostCopy(dom_.get(), 0) != 0) {
+        if (o_.progress) std::fprintf(stderr, "\nencmig: cannot switch to postcopy: %s\n", libvirt_error().c_str());
+        virResetLastError();
+      }
+    }
+    int st = 0, reason = 0;
+    if (postcopy_since_ == Clock::time_point{} && virDomainGetState(dom_.get(), &st, &reason, 0) == 0 &&
+        st == VIR_DOMAIN_PAUSED && (reason == VIR_DOMAIN_PAUSED_POSTCOPY || reason == VIR_DOMAIN_PAUSED_POSTCOPY_FAILED)) {
+      postcopy_since_ = Clock::now();
+      if (o_.progress) std::fprintf(stderr, "\nencmig: switched to postcopy\n");
+    }
+    if (o_.progress) progress_line(now, encrypted_);
   }
 
   // The daemons' final word on each stream.
@@ -371,6 +401,8 @@ class LibvirtMigration {
 
   json summarize_failure() {
     std::string msg = mig_error_;
+    if ((o_.flags & VIR_MIGRATE_POSTCOPY) && (mig_error_.find("ostcopy") != std::string::npos || !userfaultfd_note_.empty()))
+      msg += "; " + (userfaultfd_note_.empty() ? std::string(kUserfaultfdHelp) : userfaultfd_note_);
     if (!encmig_failure_.empty()) msg = encmig_failure_ + " (libvirt: " + mig_error_ + ")";
     if (interrupted_) msg = "interrupted; migration aborted (libvirt: " + mig_error_ + ")";
     out_["source-state"] = domain_state(dom_.get());
@@ -388,7 +420,25 @@ class LibvirtMigration {
         out_["destination-state"] = domain_state(nd->get());
       }
     }
-    if (!j.ok) j = job_stats(dom_.get(), VIR_DOMAIN_JOB_STATS_COMPLETED);
+    JobNumbers sj = job_stats(dom_.get(), VIR_DOMAIN_JOB_STATS_COMPLETED);
+    if (!j.ok) j = sj;
+    // After postcopy, one side's completed statistics may lack the byte and
+    // downtime counts (libvirt 9.0): take them from whichever side has them,
+    // then from the last progress seen, then from encmigd's own count.
+    for (const JobNumbers* k : {&sj, &last_}) {
+      if (!j.data_processed && k->data_processed) j.data_processed = k->data_processed;
+      if (!j.memory_processed && k->memory_processed) j.memory_processed = k->memory_processed;
+      if (!j.disk_processed && k->disk_processed) j.disk_processed = k->disk_processed;
+      if (!j.downtime_ms && k->downtime_ms) j.downtime_ms = k->downtime_ms;
+    }
+    const bool postcopy = postcopy_since_ != Clock::time_point{} || j.postcopy_requests || sj.postcopy_requests;
+    out_["phase"] = postcopy ? "postcopy" : "precopy";
+    if (postcopy) out_["postcopy-requests"] = std::max(j.postcopy_requests, sj.postcopy_requests);
+    if (!j.data_processed) {
+      const json& st = json_object(json_object(out_, "source-encmigd"), "status");
+      j.data_processed = uint64_t(json_int(st, "bytes-out"));
+      if (j.data_processed) out_["bytes-from"] = "encmigd";
+    }
     double total = j.ok && j.elapsed_ms ? double(j.elapsed_ms) : wall_ms_;
     out_["total-time-ms"] = std::llround(total);
     out_["downtime-ms"] = j.downtime_ms;
@@ -412,7 +462,14 @@ class LibvirtMigration {
   EncryptMode mode_ = kDefaultPolicy;
   std::string why_mode_, why_, src_host_, dst_host_, path_, nbd_path_, id_;
   handoff::HostSecret src_secret_, dst_secret_;
-  bool encrypted_ = false, aborted_ = false, suspended_ = false;
+  static constexpr const char* kUserfaultfdHelp =
+      "postcopy needs userfaultfd: a QEMU that runs unprivileged (as libvirt-qemu) gets it only with "
+      "vm.unprivileged_userfaultfd = 1 on both hosts (QEMU 7.2 does not use /dev/userfaultfd); set it with "
+      "sysctl -w vm.unprivileged_userfaultfd=1, or migrate without --postcopy";
+  std::string userfaultfd_note_;
+  bool encrypted_ = false, aborted_ = false, suspended_ = false, postcopy_asked_ = false;
+  Clock::time_point postcopy_since_{};
+  JobNumbers last_;
   int rc_ = -1;
   std::string mig_error_, encmig_failure_;
   double wall_ms_ = 0;
@@ -422,6 +479,17 @@ class LibvirtMigration {
 
 json migrate_libvirt(const LibvirtMigrateOptions& o, const std::atomic<bool>& interrupted) {
   return LibvirtMigration(o, interrupted).run();
+}
+
+Status start_postcopy(const std::string& connect_uri, const std::string& domain) {
+  libvirt_quiet();
+  auto c = libvirt_open(connect_uri);
+  if (!c) return c.error();
+  auto d = libvirt_domain(c->get(), domain);
+  if (!d) return d.error();
+  if (virDomainMigrateStartPostCopy(d->get(), 0) != 0)
+    return make_error(ErrorCode::kIo, "cannot switch " + domain + " to postcopy: " + libvirt_error());
+  return {};
 }
 
 }  // namespace encmig

@@ -22,6 +22,8 @@ struct LibvirtMigrateOptions {
   int parallel_connections = 0;
   int timeout_s = 0;         // like virsh: suspend the guest after this many seconds
   unsigned long bandwidth_mib = 0;
+  unsigned long postcopy_bandwidth_mib = 0;  // --postcopy-bandwidth
+  bool postcopy_after_precopy = false;       // switch to postcopy after the first precopy pass
   int handoff_timeout_ms = 3000;
   bool progress = false;     // progress bar on stderr
   bool allow_insecure_handoff = false;  // hand keys over connections libvirt reports as not secure (labs)
@@ -29,6 +31,10 @@ struct LibvirtMigrateOptions {
 
 // Runs the migration; returns the summary ("result": "completed" | "failed" | "refused").
 nlohmann::json migrate_libvirt(const LibvirtMigrateOptions& o, const std::atomic<bool>& interrupted);
+
+// `encmig migrate-postcopy`: switches a running migration of the domain to
+// postcopy (virsh migrate-postcopy).
+Status start_postcopy(const std::string& connect_uri, const std::string& domain);
 
 // "HOST:PORT" of the destination daemon's data port: --data-addr (with or
 // without a port), else DESTURI's host and the default port; "" if unknown.

@@ -54,7 +54,7 @@ std::string daemon_failure(QmpClient* d, const std::string& id) {
 // Polls the source until the migration ends; draws the progress line. A
 // daemon that failed the migration cancels it at once.
 json wait_for_migration(QmpClient& src, const DirectOptions& o, const std::atomic<bool>& interrupted, QmpClient* sd,
-                        QmpClient* dd, const std::string& id) {
+                        QmpClient* dd, const std::string& id, bool* postcopy_asked) {
   auto start = Clock::now();
   auto next_daemon_check = start;
   bool cancelled = false;
@@ -78,6 +78,14 @@ json wait_for_migration(QmpClient& src, const DirectOptions& o, const std::atomi
           (void)src.execute("migrate_cancel");
           cancelled = true;
         }
+    }
+    // Postcopy after the first pass: QEMU syncs the dirty bitmap once at the
+    // start and once at the end of each pass.
+    if (o.postcopy_after_precopy && !*postcopy_asked && status == "active" &&
+        json_int(json_object(r.value(), "ram"), "dirty-sync-count") >= 2) {
+      *postcopy_asked = true;
+      if (o.progress && !o.json) std::fprintf(stderr, "\nencmig: switching to postcopy\n");
+      (void)src.execute("migrate-start-postcopy");
     }
     if (!cancelled && (interrupted || (o.timeout_s > 0 && elapsed > o.timeout_s))) {
       why_cancel = interrupted ? "interrupted" : "timed out after " + std::to_string(o.timeout_s) + " s";
@@ -200,6 +208,15 @@ class DirectMigration {
     (void)src_.execute("migrate-set-parameters", {{"max-bandwidth", bw}});
     if (auto st = set_multifd(dst_, o_.multifd); !st) return make_error(st.error().code, "destination: " + st.error().message());
     if (auto st = set_multifd(src_, o_.multifd); !st) return make_error(st.error().code, "source: " + st.error().message());
+    if (o_.postcopy) {
+      json caps{{"capabilities", json::array({{{"capability", "postcopy-ram"}, {"state", true}}})}};
+      for (auto [q, side] : {std::pair{&dst_, "destination"}, std::pair{&src_, "source"}})
+        if (auto r = q->execute("migrate-set-capabilities", caps); !r)
+          return make_error(r.error().code, std::string(side) + ": " + r.error().message() +
+                                                " (postcopy needs userfaultfd: an unprivileged QEMU needs vm.unprivileged_userfaultfd=1)");
+      if (o_.postcopy_bandwidth_mib > 0)
+        (void)src_.execute("migrate-set-parameters", {{"max-postcopy-bandwidth", uint64_t(o_.postcopy_bandwidth_mib) << 20}});
+    }
     return {};
   }
 
@@ -263,7 +280,8 @@ class DirectMigration {
   }
 
   json wait_completed() {
-    json q = wait_for_migration(src_, o_, interrupted_, encrypt_ ? &sd_.value() : nullptr, encrypt_ ? &dd_.value() : nullptr, id_);
+    json q = wait_for_migration(src_, o_, interrupted_, encrypt_ ? &sd_.value() : nullptr, encrypt_ ? &dd_.value() : nullptr, id_,
+                                &postcopy_asked_);
     // QEMU 7.2 reports "completed" a moment before it has filled in the times.
     for (int i = 0; i < 100 && json_string(q, "status") == "completed" && json_int(q, "total-time") == 0; i++) {
       std::this_thread::sleep_for(std::chrono::milliseconds(10));
@@ -317,6 +335,9 @@ class DirectMigration {
     summary_["total-time-ms"] = json_int(q, "total-time");
     summary_["downtime-ms"] = json_int(q, "downtime");
     summary_["setup-time-ms"] = json_int(q, "setup-time");
+    const int64_t requests = json_int(json_object(q, "ram"), "postcopy-requests");
+    summary_["phase"] = postcopy_asked_ || requests > 0 ? "postcopy" : "precopy";
+    if (postcopy_asked_ || requests > 0) summary_["postcopy-requests"] = requests;
     if (auto ram = q.find("ram"); ram != q.end() && ram->is_object()) {
       summary_["bytes"] = json_int(*ram, "transferred");
       summary_["ram-total"] = json_int(*ram, "total");
@@ -331,7 +352,7 @@ class DirectMigration {
   QmpClient src_, dst_;
   std::optional<QmpClient> sd_, dd_;
   json dst_caps_, summary_;
-  bool encrypt_ = false, source_was_running_ = false;
+  bool encrypt_ = false, source_was_running_ = false, postcopy_asked_ = false;
   Capability hosts_ = Capability::kNoDaemon;
   std::string reason_, id_;
 };

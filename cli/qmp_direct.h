@@ -22,6 +22,9 @@ struct DirectOptions {
   int timeout_s = 0;                     // 0 = none
   int downtime_limit_ms = 0;             // 0 = QEMU's default
   int bandwidth_mib = 0;                 // max-bandwidth in MiB/s, like virsh --bandwidth; 0 = QEMU's default
+  bool postcopy = false;                 // enable postcopy-ram on both QEMUs
+  bool postcopy_after_precopy = false;   // switch after the first precopy pass
+  int postcopy_bandwidth_mib = 0;        // max-postcopy-bandwidth
   bool json = false;
   bool progress = true;
 };

@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <set>
@@ -18,6 +19,18 @@ namespace encmig {
 
 namespace {
 using Clock = std::chrono::steady_clock;
+
+// vm.unprivileged_userfaultfd, which postcopy needs when QEMU runs
+// unprivileged (-1 if the kernel has no such sysctl).
+int unprivileged_userfaultfd() {
+  FILE* f = std::fopen("/proc/sys/vm/unprivileged_userfaultfd", "r");
+  int v = -1;
+  if (f) {
+    if (std::fscanf(f, "%d", &v) != 1) v = -1;
+    std::fclose(f);
+  }
+  return v;
+}
 
 std::string uuid_of(virSecretPtr s) {
   char buf[VIR_UUID_STRING_BUFLEN] = {};
@@ -194,7 +207,8 @@ void LibvirtAgent::start_arm(virConnectPtr, Entry& e, MigrationConfig cfg, Migra
   int gid = qemu_gid_;
   auto held = std::make_shared<MigrationSecrets>(std::move(sec));
   std::thread([w, &d, id, gid, cfg, held]() mutable {
-    json r{{"daemon", kSoftware}, {"data-port", d.data_port()}, {"protocol", {wire::kVersion}}};
+    json r{{"daemon", kSoftware}, {"data-port", d.data_port()}, {"protocol", {wire::kVersion}},
+           {"unprivileged-userfaultfd", unprivileged_userfaultfd()}};
     Result<std::shared_ptr<Migration>> mig = make_error(ErrorCode::kInternal);
     const bool source = cfg.role == MigrationRole::kSource;
     auto pr = source ? probe_daemon(cfg.peer, 3000) : Result<wire::ProbeReply>(wire::ProbeReply{});

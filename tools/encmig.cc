@@ -27,6 +27,7 @@ static const char kUsage[] =
     "       encmig migrate --src-qmp PATH --dst-qmp PATH [options]   (QMP-direct, no libvirt)\n"
     "       encmig policy [-c URI] DOMAIN [disabled|opportunistic|required]\n"
     "       encmig place [-c URI] [--encrypted[=MODE]] [--json] DOMAIN DESTURI...\n"
+    "       encmig migrate-postcopy [-c URI] DOMAIN   (switch a running migration to postcopy)\n"
     "       encmig probe HOST:PORT\n"
     "\n"
     "migrate (libvirt) options, as in virsh migrate:\n"
@@ -40,6 +41,8 @@ static const char kUsage[] =
     "  --timeout S             suspend the guest if the migration runs longer than S seconds\n"
     "                          (virsh's --timeout-suspend meaning)\n"
     "  --bandwidth MIB         cap the migration at MIB MiB/s\n"
+    "  --postcopy-after-precopy   with --postcopy: switch to postcopy after the first pass\n"
+    "  --postcopy-bandwidth MIB   cap the postcopy phase at MIB MiB/s\n"
     "  --migrateuri URI        only for unencrypted runs\n"
     "  --verbose               progress bar (percent, rate, ETA)\n"
     "  --tunnelled, --direct, --tls, --disks-uri and --listen-address are refused:\n"
@@ -61,6 +64,7 @@ static const char kUsage[] =
     "  --plain-listen HOST:PORT, --plain-connect HOST:PORT   where unencrypted runs go\n"
     "  --run-dir DIR           per-migration UNIX sockets (default /run/encmig)\n"
     "  --parallel, --parallel-connections N, --bandwidth MIB, --encrypted[=MODE], --json\n"
+    "  --postcopy, --postcopy-after-precopy, --postcopy-bandwidth MIB   as for libvirt\n"
     "  --downtime-limit MS     QEMU's downtime-limit\n"
     "  --abort-after S         cancel the migration after S seconds\n"
     "  --no-progress           no progress line\n"
@@ -144,12 +148,17 @@ static int cmd_migrate_direct(int argc, char** argv) {
     else if (a == "--abort-after") o.timeout_s = int(int_option(a, next(), 0, 1 << 30));
     else if (a == "--downtime-limit") o.downtime_limit_ms = int(int_option(a, next(), 0, 1 << 30));
     else if (a == "--bandwidth") o.bandwidth_mib = int(int_option(a, next(), 0, 1 << 30));
+    else if (a == "--postcopy") o.postcopy = true;
+    else if (a == "--postcopy-after-precopy") o.postcopy_after_precopy = true;
+    else if (a == "--postcopy-bandwidth") o.postcopy_bandwidth_mib = int(int_option(a, next(), 1, 1 << 30));
     else if (a == "--json") o.json = true;
     else if (a == "--no-progress") o.progress = false;
     else if (encrypted_option(a, &o.mode)) continue;
     else usage_error("unknown QMP-direct option " + a);
   }
   if (o.src_qmp.empty() || o.dst_qmp.empty()) usage_error("--src-qmp and --dst-qmp are required");
+  if ((o.postcopy_after_precopy || o.postcopy_bandwidth_mib) && !o.postcopy)
+    usage_error("--postcopy-after-precopy and --postcopy-bandwidth need --postcopy");
   o.multifd = parallel ? (channels > 0 ? channels : 2) : 0;
   on_signals();
   return finish(migrate_direct(o, g_interrupted), o.json);
@@ -198,6 +207,8 @@ static int cmd_migrate(int argc, char** argv) {
     else if (a == "--timeout") o.timeout_s = int(int_option(a, next(), 0, 1 << 30));
     else if (a == "--timeout-suspend") continue;  // virsh's default meaning of --timeout
     else if (a == "--bandwidth") o.bandwidth_mib = (unsigned long)int_option(a, next(), 0, int64_t(1) << 40);
+    else if (a == "--postcopy-after-precopy") o.postcopy_after_precopy = true;
+    else if (a == "--postcopy-bandwidth") o.postcopy_bandwidth_mib = (unsigned long)int_option(a, next(), 1, int64_t(1) << 40);
     else if (a == "--handoff-timeout") o.handoff_timeout_ms = int(int_option(a, next(), 1, 1 << 30));
     else if (a == "--verbose") o.progress = true;
     else if (a == "--allow-insecure-handoff") o.allow_insecure_handoff = true;
@@ -220,9 +231,27 @@ static int cmd_migrate(int argc, char** argv) {
   if (o.migrateuri.empty() && p < pos.size()) o.migrateuri = pos[p++];
   if (p < pos.size()) usage_error("unexpected argument " + pos[p]);
   if (o.domain.empty() || o.desturi.empty()) usage_error("migrate needs DOMAIN and DESTURI");
+  if ((o.postcopy_after_precopy || o.postcopy_bandwidth_mib) && !(o.flags & VIR_MIGRATE_POSTCOPY))
+    usage_error("--postcopy-after-precopy and --postcopy-bandwidth need --postcopy");
   if (as_json) o.progress = false;
   on_signals();
   return finish(migrate_libvirt(o, g_interrupted), as_json);
+}
+
+static int cmd_migrate_postcopy(int argc, char** argv) {
+  std::string uri;
+  std::vector<std::string> pos;
+  for (int i = 2; i < argc; i++) {
+    std::string a = argv[i];
+    if ((a == "-c" || a == "--connect") && i + 1 < argc) uri = argv[++i];
+    else if (a == "--help" || a == "-h") return std::fputs(kUsage, stdout), 0;
+    else if (!a.empty() && a[0] == '-') usage_error("unknown option " + a);
+    else pos.push_back(a);
+  }
+  if (pos.size() != 1) usage_error("migrate-postcopy needs DOMAIN");
+  if (auto st = start_postcopy(uri, pos[0]); !st) return std::fprintf(stderr, "encmig: %s\n", st.error().text().c_str()), 1;
+  std::printf("%s: switched to postcopy\n", pos[0].c_str());
+  return 0;
 }
 
 static int cmd_policy(int argc, char** argv) {
@@ -284,6 +313,7 @@ int main(int argc, char** argv) {
   }
   std::string cmd = argv[1];
   if (cmd == "migrate") return cmd_migrate(argc, argv);
+  if (cmd == "migrate-postcopy") return cmd_migrate_postcopy(argc, argv);
   if (cmd == "policy") return cmd_policy(argc, argv);
   if (cmd == "place") return cmd_place(argc, argv);
   if (cmd == "probe") return cmd_probe(argc, argv);

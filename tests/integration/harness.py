@@ -7,8 +7,11 @@ huge=always, file-backed on both sides so it can be compared byte for byte.
 import atexit, json, os, signal, socket, subprocess, sys, tempfile, threading, time
 
 BUILD = os.environ.get("ENCMIG_BUILD", os.path.join(os.path.dirname(__file__), "..", "..", "build"))
-ENCMIGD = os.path.join(BUILD, "tools", "encmigd")
-ENCMIG = os.path.join(BUILD, "tools", "encmig")
+# The installed package's programs, when ENCMIG_PREFIX names where it was unpacked.
+PREFIX = os.environ.get("ENCMIG_PREFIX")
+ENCMIGD = os.path.join(PREFIX, "usr/sbin/encmigd") if PREFIX else os.path.join(BUILD, "tools", "encmigd")
+ENCMIG = os.path.join(PREFIX, "usr/bin/encmig") if PREFIX else os.path.join(BUILD, "tools", "encmig")
+UNIT = os.path.join(PREFIX, "lib/systemd/system/encmigd.service") if PREFIX else None
 GUEST = os.path.join(BUILD, "tests", "dirty.elf")
 MIB = 1 << 20
 WORKSET = (16 * MIB, 32 * MIB)  # what the guest dirties (tests/guest/dirty.S)
@@ -87,8 +90,10 @@ class Env:
 
     def daemon(self, name, extra=()):
         ctl = self.path(name + ".sock")
-        p = self.spawn([ENCMIGD, "--control", ctl, "--listen", "127.0.0.1:0", "--libvirt", "none", "--run-dir", self.dir]
-                       + list(extra),
+        # Confined exactly as the shipped unit confines it.
+        from unit_confinement import unit_prefix
+        p = self.spawn(unit_prefix(UNIT) + [ENCMIGD, "--control", ctl, "--listen", "127.0.0.1:0", "--libvirt", "none",
+                                            "--run-dir", self.dir] + list(extra),
                        self.path(name + ".log"))
         q = Qmp(ctl)
         port = q.cmd("query-encmig-capabilities")["data-port"]

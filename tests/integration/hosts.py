@@ -14,11 +14,15 @@ import atexit, os, shutil, signal, subprocess, sys, tempfile, time, uuid
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import stop_process  # noqa: E402
+from unit_confinement import DEBIAN_NET_SYSCTLS, unit_prefix  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 BUILD = os.environ.get("ENCMIG_BUILD", os.path.join(HERE, "..", "..", "build"))
-ENCMIGD = os.path.abspath(os.path.join(BUILD, "tools", "encmigd"))
-ENCMIG = os.path.abspath(os.path.join(BUILD, "tools", "encmig"))
+# The installed package's programs, when ENCMIG_PREFIX names where it was unpacked.
+PREFIX = os.environ.get("ENCMIG_PREFIX")
+ENCMIGD = os.path.join(PREFIX, "usr/sbin/encmigd") if PREFIX else os.path.abspath(os.path.join(BUILD, "tools", "encmigd"))
+ENCMIG = os.path.join(PREFIX, "usr/bin/encmig") if PREFIX else os.path.abspath(os.path.join(BUILD, "tools", "encmig"))
+UNIT = os.path.join(PREFIX, "lib/systemd/system/encmigd.service") if PREFIX else None
 GUEST = os.path.abspath(os.path.join(BUILD, "tests", "dirty.elf"))
 QEMU_CACHE = "/var/tmp/encmig-test-qemu-cache"  # speeds up libvirt's QEMU probe
 
@@ -39,6 +43,13 @@ ca_file = "{pki}/cacert.pem"
 cert_file = "{pki}/servercert.pem"
 key_file = "{pki}/serverkey.pem"
 log_outputs = "3:stderr"
+"""
+# As Debian ships libvirt: QEMU runs as libvirt-qemu with dynamic ownership,
+# logs go through virtlogd. Only what two libvirtds on one kernel need changes.
+QEMU_CONF_DEBIAN = """
+cgroup_controllers = [ ]
+migration_host = "{addr}"
+migration_address = "{addr}"
 """
 QEMU_CONF = """
 user = "root"
@@ -65,6 +76,7 @@ class Host:
         self.dir = os.path.join(hosts.dir, name)
         self.holder = None
         self.libvirtd = None
+        self.virtlogd = None
         self.encmigd = None
 
     def sh(self, argv, check=True, timeout=120, input=None):
@@ -97,7 +109,7 @@ class Host:
         with open(os.path.join(d, "etc-libvirt", "libvirtd.conf"), "w") as f:
             f.write(LIBVIRTD_CONF.format(uuid=uuid.uuid4(), addr=self.addr, pki=pki))
         with open(os.path.join(d, "etc-libvirt", "qemu.conf"), "w") as f:
-            f.write(QEMU_CONF.format(addr=self.addr))
+            f.write((QEMU_CONF_DEBIAN if self.hosts.debian else QEMU_CONF).format(addr=self.addr))
         with open(os.path.join(d, "hosts"), "w") as f:
             f.write("127.0.0.1 localhost\n")
             for h in self.hosts.all:
@@ -112,6 +124,7 @@ mount --bind {d}/log /var/log/libvirt
 mount --bind {d}/cache /var/cache/libvirt
 mount --bind {d}/hosts /etc/hosts
 mkdir -p /var/log/libvirt/qemu /run/libvirt /run/encmig /var/lib/libvirt/images
+{"mount --bind /dev/null /dev/kvm" if self.hosts.debian and os.path.exists("/dev/kvm") else ""}
 hostname {self.name}
 ip link set lo up
 touch {d}/ready
@@ -131,6 +144,8 @@ exec sleep infinity
         time.sleep(0.05)
 
     def start_libvirtd(self):
+        if self.hosts.debian:
+            self.virtlogd = self.spawn(["/usr/sbin/virtlogd"], "virtlogd.log")
         self.libvirtd = self.spawn(["/usr/sbin/libvirtd", "--listen"], "libvirtd.log")
         deadline = time.time() + 30
         while self.virsh("version", check=False, timeout=30).returncode != 0:
@@ -140,7 +155,9 @@ exec sleep infinity
             time.sleep(0.1)
 
     def start_encmigd(self, extra=()):
-        self.encmigd = self.spawn([ENCMIGD, "--listen", f"{self.addr}:16520"] + list(extra), "encmigd.log")
+        """encmigd confined exactly as the shipped unit confines it."""
+        self.encmigd = self.spawn(unit_prefix(UNIT) + [ENCMIGD, "--listen", f"{self.addr}:16520"] + list(extra),
+                                  "encmigd.log")
         deadline = time.time() + 10
         while not os.path.exists(f"/proc/{self.holder.pid}/root/run/encmig/encmigd.sock"):
             if self.encmigd.poll() is not None or time.time() > deadline:
@@ -241,7 +258,12 @@ class TestCA:
 
 
 class TwoHosts:
-    def __init__(self):
+    def __init__(self, debian=False, wan=None):
+        """debian=True: libvirt configured as Debian ships it (QEMU as
+        libvirt-qemu, dynamic ownership, virtlogd). wan=(rtt_ms, rate_mbit):
+        the hosts are joined by bench/wanem instead of a veth pair."""
+        self.debian = debian
+        self.wanem = None
         self.dir = tempfile.mkdtemp(prefix="encmig-hosts-")
         self.prefix = "em" + os.path.basename(self.dir)[-6:].replace("_", "x")
         self.procs = []
@@ -254,12 +276,17 @@ class TwoHosts:
         try:
             for h in self.all:
                 _run(["ip", "netns", "add", h.ns])
-            _run(["ip", "link", "add", f"{self.prefix}a", "netns", self.a.ns, "type", "veth", "peer", "name",
-                  f"{self.prefix}b", "netns", self.b.ns])
-            for h, dev in ((self.a, f"{self.prefix}a"), (self.b, f"{self.prefix}b")):
-                h.dev = dev
-                _run(["ip", "-n", h.ns, "addr", "add", f"{h.addr}/24", "dev", dev])
-                _run(["ip", "-n", h.ns, "link", "set", dev, "up"])
+                for k, v in DEBIAN_NET_SYSCTLS.items():  # the network stack as a stock Debian host has it
+                    _run(["ip", "netns", "exec", h.ns, "sysctl", "-q", "-w", f"{k}={v}"])
+            if wan:
+                self._wan_link(*wan)
+            else:
+                _run(["ip", "link", "add", f"{self.prefix}a", "netns", self.a.ns, "type", "veth", "peer", "name",
+                      f"{self.prefix}b", "netns", self.b.ns])
+                for h, dev in ((self.a, f"{self.prefix}a"), (self.b, f"{self.prefix}b")):
+                    h.dev = dev
+                    _run(["ip", "-n", h.ns, "addr", "add", f"{h.addr}/24", "dev", dev])
+                    _run(["ip", "-n", h.ns, "link", "set", dev, "up"])
             for h in self.all:
                 h.setup()
             for h in self.all:
@@ -271,6 +298,19 @@ class TwoHosts:
         except BaseException:
             self.close()
             raise
+
+    def _wan_link(self, rtt_ms, rate_mbit):
+        wanem = os.path.join(BUILD, "bench", "wanem")
+        self.wanem = subprocess.Popen([wanem, "--ns-a", f"/run/netns/{self.a.ns}", "--ns-b", f"/run/netns/{self.b.ns}",
+                                       "--dev", "wan0", "--rate-mbit", str(rate_mbit), "--delay-ms", str(rtt_ms / 2)],
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+        self.procs.append(self.wanem)
+        if self.wanem.stdout.readline().strip() != "ready":
+            raise AssertionError("wanem did not start: " + self.wanem.stderr.read())
+        for h, peer in ((self.a, self.b), (self.b, self.a)):
+            h.dev = "wan0"
+            _run(["ip", "-n", h.ns, "addr", "add", h.addr, "peer", peer.addr, "dev", "wan0"])
+            _run(["ip", "-n", h.ns, "link", "set", "wan0", "mtu", "9000", "up"])
 
     def stop(self, p, sig=signal.SIGTERM):
         stop_process(p, sig, group=True, grace=15)  # nsenter'd processes lead their own session

@@ -271,6 +271,22 @@ def concurrent():
         env.close()
 
 
+def postcopy():
+    """Postcopy through encmigd (QMP-direct): one precopy pass, then the
+    switch; the destination (kept paused) ends with RAM identical byte for
+    byte, then the guest's counter goes on there."""
+    env = Env(MEM)
+    try:
+        sd, dd, src, dst = two_hosts(env)
+        res = env.migrate(src, dst, sd, dd, ["--encrypted=required", "--postcopy", "--postcopy-after-precopy",
+                                             "--bandwidth", "128", "--downtime-limit", "1"])
+        assert res["encrypted"] is True and res.get("phase") == "postcopy", res
+        assert res["bytes"] > (MEM << 20) // 2 and res["downtime-ms"] > 0, res
+        check_migrated(env, src, dst, res)
+    finally:
+        env.close()
+
+
 CASES = {
     "single-stream": encrypted(0),
     "multifd-2": encrypted(2),
@@ -286,6 +302,7 @@ CASES = {
     "kill-source-daemon": kill_daemon("source"),
     "kill-destination-daemon": kill_daemon("destination"),
     "two-at-once": concurrent,
+    "postcopy": postcopy,
 }
 
 if __name__ == "__main__":

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# The Debian package, as an operator gets it: built with dpkg-buildpackage on
+# this (Debian 12) machine, lintian-clean at warning level, its files where
+# Debian puts them, its postinst reloading systemd, and then an encrypted
+# migration of the Redis guest between two libvirt hosts run from the
+# installed files only (encmigd confined as the installed unit says).
+set -euo pipefail
+top=$(cd "$(dirname "$0")/../.." && pwd)
+build=${ENCMIG_BUILD:-$top/build}
+work=$(mktemp -d /tmp/encmig-package-XXXXXX)
+trap 'rm -rf "$work"' EXIT
+
+mkdir -p "$work/encmig-0.1.0"
+tar -C "$top" --exclude='./build*' --exclude=./.git --exclude='./obj-*' --exclude=./debian/.debhelper -cf - . |
+  tar -x -C "$work/encmig-0.1.0"
+echo "package: dpkg-buildpackage -us -uc -b"
+(cd "$work/encmig-0.1.0" && dpkg-buildpackage -us -uc -b >"$work/build.log" 2>&1) || { tail -40 "$work/build.log"; exit 1; }
+deb=$(ls "$work"/encmig_*_amd64.deb)
+echo "package: lintian --fail-on warning"
+lintian --fail-on warning "$work"/encmig_*_amd64.changes 2>&1 | grep -v "running with root privileges" || true
+lintian --fail-on warning "$work"/encmig_*_amd64.changes >/dev/null 2>&1 || { echo "lintian found warnings or errors"; exit 1; }
+
+root=$work/root
+dpkg -x "$deb" "$root"
+for f in usr/sbin/encmigd usr/bin/encmig lib/systemd/system/encmigd.service etc/default/encmigd \
+         usr/share/man/man1/encmig.1.gz usr/share/man/man8/encmigd.8.gz usr/share/encmig/apparmor/encmig-qemu \
+         usr/share/doc/encmig/protocol.md.gz usr/share/doc/encmig/libvirt.md.gz usr/share/doc/encmig/copyright; do
+  [ -e "$root/$f" ] || { echo "missing from the package: /$f"; exit 1; }
+done
+dpkg-deb -e "$deb" "$work/control"
+grep -q "daemon-reload" "$work/control/postinst" || { echo "postinst does not reload systemd"; exit 1; }
+grep -q "^/etc/default/encmigd$" "$work/control/conffiles" || { echo "/etc/default/encmigd is not a conffile"; exit 1; }
+grep -q "CAP_NET_ADMIN" "$root/lib/systemd/system/encmigd.service"
+"$root/usr/sbin/encmigd" --help >/dev/null
+"$root/usr/bin/encmig" --help >/dev/null
+
+echo "package: an encrypted migration of the Redis guest from the installed files"
+ENCMIG_PREFIX=$root ENCMIG_BUILD=$build python3 "$top/tests/integration/test_linux_guest.py" linux-guest-live
