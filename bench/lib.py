@@ -10,9 +10,8 @@ import json, os, shutil, socket, subprocess, sys, threading, time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "tests", "integration"))
 from harness import BUILD, ENCMIG, ENCMIGD, MIB, UNIT, Env, Qmp, files_equal, qemu_argv, wait_for  # noqa: E402
-from unit_confinement import DEBIAN_NET_SYSCTLS, unit_prefix  # noqa: E402
+from unit_confinement import unit_prefix  # noqa: E402
 
-WANEM = os.path.join(BUILD, "bench", "wanem")
 TICK = os.sysconf("SC_CLK_TCK")
 GIB = 1 << 30
 # GnuTLS's NORMAL without ChaCha20: it then negotiates AES-256-GCM (its first
@@ -35,96 +34,8 @@ def sh(*argv, check=True):
 
 # ---------------------------------------------------------------- topologies
 
-class Loopback:
-    """Both hosts in the root namespace, on 127.0.0.1."""
-    name = "loopback"
-
-    def __init__(self):
-        self.addr = {"src": "127.0.0.1", "dst": "127.0.0.1"}
-
-    def prefix(self, side):
-        return []
-
-    def describe(self):
-        return "loopback, unlimited"
-
-    def close(self):
-        pass
-
-
-class _TwoNamespaces:
-    def __init__(self, tag):
-        self.tag = tag
-        self.ns = {"src": f"emb{tag}s", "dst": f"emb{tag}d"}
-        for ns in self.ns.values():
-            sh("ip", "netns", "del", ns, check=False)
-            sh("ip", "netns", "add", ns)
-            sh("ip", "-n", ns, "link", "set", "lo", "up")
-            # As a stock Debian host: the autotuning ceilings plain QEMU lives with.
-            for k, v in DEBIAN_NET_SYSCTLS.items():
-                sh("ip", "netns", "exec", ns, "sysctl", "-q", "-w", f"{k}={v}")
-
-    def prefix(self, side):
-        return ["ip", "netns", "exec", self.ns[side]]
-
-    def close(self):
-        for ns in self.ns.values():
-            sh("ip", "netns", "del", ns, check=False)
-
-
-class Veth(_TwoNamespaces):
-    """Two namespaces joined by a veth pair, each end shaped by tbf at rate_gbit
-    (None: unlimited)."""
-    def __init__(self, rate_gbit=None, tag="v"):
-        super().__init__(tag)
-        self.rate = rate_gbit
-        self.name = f"veth-{rate_gbit}g" if rate_gbit else "veth"
-        self.addr = {"src": "10.91.0.1", "dst": "10.91.0.2"}
-        s, d = self.ns["src"], self.ns["dst"]
-        sh("ip", "link", "add", "embv0", "netns", s, "type", "veth", "peer", "name", "embv1", "netns", d)
-        for ns, dev, side in ((s, "embv0", "src"), (d, "embv1", "dst")):
-            sh("ip", "-n", ns, "addr", "add", f"{self.addr[side]}/24", "dev", dev)
-            sh("ip", "-n", ns, "link", "set", dev, "up")
-            if rate_gbit:
-                # burst: enough for the rate at a 1 ms timer; latency bounds the queue.
-                burst = max(64 * 1024, int(rate_gbit * 1e9 / 8 / 1000))
-                sh("ip", "netns", "exec", ns, "tc", "qdisc", "add", "dev", dev, "root", "tbf",
-                   "rate", f"{int(rate_gbit * 1000)}mbit", "burst", str(burst), "latency", "20ms")
-
-    def describe(self):
-        return f"veth with tbf at {self.rate} Gb/s" if self.rate else "veth, unlimited"
-
-
-class Wan(_TwoNamespaces):
-    """Two namespaces joined by bench/wanem: RTT and a bandwidth cap."""
-    def __init__(self, rtt_ms, rate_mbit=1000, tag="w"):
-        super().__init__(tag)
-        self.rtt, self.rate = rtt_ms, rate_mbit
-        self.name = f"wan-{rtt_ms}ms"
-        self.addr = {"src": "10.92.0.1", "dst": "10.92.0.2"}
-        self.proc = subprocess.Popen([WANEM, "--ns-a", f"/run/netns/{self.ns['src']}", "--ns-b",
-                                      f"/run/netns/{self.ns['dst']}", "--dev", "wan0", "--rate-mbit", str(rate_mbit),
-                                      "--delay-ms", str(rtt_ms / 2)],
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-        if self.proc.stdout.readline().strip() != "ready":
-            raise RuntimeError("wanem did not start: " + self.proc.stderr.read())
-        for side, peer in (("src", "dst"), ("dst", "src")):
-            ns = self.ns[side]
-            sh("ip", "-n", ns, "addr", "add", self.addr[side], "peer", self.addr[peer], "dev", "wan0")
-            sh("ip", "-n", ns, "link", "set", "wan0", "mtu", "9000", "up")
-
-    def describe(self):
-        return f"WAN emulator: {self.rate} Mb/s, RTT {self.rtt} ms"
-
-    def close(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        super().close()
+# Loopback, Veth and Wan live with the tests (tests/integration/netns.py).
+from netns import Loopback, Veth, Wan  # noqa: E402,F401
 
 
 # ---------------------------------------------------------------- contenders

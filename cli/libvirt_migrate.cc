@@ -212,6 +212,10 @@ class LibvirtMigration {
     // Destination first, so its daemon is ready before the source's probes it.
     auto da = hand_off_to(dst_.get(), dst_host_, usage, dreq, sec.value(), "destination", dst_secret_);
     if (!da) return da.error();
+    // What the destination speaks, from its MACed answer: the source daemon
+    // then takes no unauthenticated alert for a version-1 peer.
+    if (auto it = da->find("protocol"); it != da->end() && it->is_array() && !it->empty() && it->back().is_number_unsigned())
+      sreq["peer-protocol"] = it->back().get<unsigned>();
     auto sa = hand_off_to(src_.get(), src_host_, usage, sreq, sec.value(), "source", src_secret_);
     if (!sa) return sa.error();
     path_ = json_string(sa.value(), "path");
@@ -325,10 +329,14 @@ class LibvirtMigration {
       done = true;
     });
     auto start = Clock::now();
-    while (!done) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    // Every 200 ms the whole watch; with postcopy also, every 50 ms, the
+    // domain's state: a short postcopy phase (the source paused for it)
+    // must not go unseen in the summary.
+    for (int tick = 0; !done; tick++) {
+      std::this_thread::sleep_for(std::chrono::milliseconds((o_.flags & VIR_MIGRATE_POSTCOPY) ? 50 : 200));
       if (done) break;
-      watch_once(start);
+      if (!(o_.flags & VIR_MIGRATE_POSTCOPY) || tick % 4 == 3) watch_once(start);
+      else notice_postcopy();
     }
     worker.join();
     if (o_.progress) std::fprintf(stderr, "\n");
@@ -356,6 +364,8 @@ class LibvirtMigration {
         } else if (a && json_string(a.value(), "state") == "failed" && encmig_failure_.empty()) {
           encmig_failure_ = "encmigd on " + s->host() + ": " + json_string(a.value(), "detail", "stream failed");
           abort_job();
+        } else if (a && s == &src_secret_) {
+          note_outage(json_int(a.value(), "reconnecting"), json_int(a.value(), "resumes"));
         }
       }
     }
@@ -365,18 +375,46 @@ class LibvirtMigration {
     // is done; either way, notice when the source pauses for postcopy.
     if (o_.postcopy_after_precopy && !postcopy_asked_ && now.ok && now.memory_iteration >= 1) {
       postcopy_asked_ = true;
-      if (virDomainMigrateStartPostCopy(dom_.get(), 0) != 0) {
+      if (virDomainMigrateStartPostCopy(dom_.get(), 0) == 0) {
+        postcopy_switched_ = true;
+      } else {
         if (o_.progress) std::fprintf(stderr, "\nencmig: cannot switch to postcopy: %s\n", libvirt_error().c_str());
         virResetLastError();
       }
     }
+    notice_postcopy();
+    if (o_.progress) {
+      progress_line(now, encrypted_);
+      if (reconnecting_)
+        std::fprintf(stderr, "  PAUSED: reconnecting for %.0f s ",
+                     std::chrono::duration<double>(Clock::now() - paused_at_).count());
+    }
+  }
+
+  // The source pauses for postcopy (whoever switched: encmig, or an operator
+  // with migrate-postcopy).
+  void notice_postcopy() {
     int st = 0, reason = 0;
     if (postcopy_since_ == Clock::time_point{} && virDomainGetState(dom_.get(), &st, &reason, 0) == 0 &&
         st == VIR_DOMAIN_PAUSED && (reason == VIR_DOMAIN_PAUSED_POSTCOPY || reason == VIR_DOMAIN_PAUSED_POSTCOPY_FAILED)) {
       postcopy_since_ = Clock::now();
       if (o_.progress) std::fprintf(stderr, "\nencmig: switched to postcopy\n");
     }
-    if (o_.progress) progress_line(now, encrypted_);
+  }
+
+  // Protocol 2: the source daemon says when streams lost their connection
+  // and when they resumed; the pause and the resume go on the progress line.
+  void note_outage(int64_t reconnecting, int64_t resumes) {
+    if (o_.progress && reconnecting && !reconnecting_) {
+      paused_at_ = Clock::now();
+      std::fprintf(stderr, "\nencmig: connection to the destination lost on %lld stream%s: paused, encmigd reconnecting\n",
+                   (long long)reconnecting, reconnecting == 1 ? "" : "s");
+    } else if (o_.progress && !reconnecting && reconnecting_) {
+      std::fprintf(stderr, "\nencmig: resumed after %.1f s (%lld resume%s so far)\n",
+                   std::chrono::duration<double>(Clock::now() - paused_at_).count(), (long long)resumes,
+                   resumes == 1 ? "" : "s");
+    }
+    reconnecting_ = reconnecting;
   }
 
   // The daemons' final word on each stream.
@@ -431,13 +469,21 @@ class LibvirtMigration {
       if (!j.disk_processed && k->disk_processed) j.disk_processed = k->disk_processed;
       if (!j.downtime_ms && k->downtime_ms) j.downtime_ms = k->downtime_ms;
     }
-    const bool postcopy = postcopy_since_ != Clock::time_point{} || j.postcopy_requests || sj.postcopy_requests;
+    // Postcopy if the source was seen paused for it, pages were requested,
+    // or QEMU took our switch (it then completes in precopy only with
+    // nothing left to send, which a running guest never has).
+    const bool postcopy =
+        postcopy_since_ != Clock::time_point{} || postcopy_switched_ || j.postcopy_requests || sj.postcopy_requests;
     out_["phase"] = postcopy ? "postcopy" : "precopy";
     if (postcopy) out_["postcopy-requests"] = std::max(j.postcopy_requests, sj.postcopy_requests);
-    if (!j.data_processed) {
+    // libvirt's figure after postcopy can stop at the switch: encmigd
+    // counted every byte QEMU sent.
+    if (!j.data_processed || postcopy) {
       const json& st = json_object(json_object(out_, "source-encmigd"), "status");
-      j.data_processed = uint64_t(json_int(st, "bytes-out"));
-      if (j.data_processed) out_["bytes-from"] = "encmigd";
+      if (uint64_t e = uint64_t(json_int(st, "bytes-out")); e > j.data_processed) {
+        j.data_processed = e;
+        out_["bytes-from"] = "encmigd";
+      }
     }
     double total = j.ok && j.elapsed_ms ? double(j.elapsed_ms) : wall_ms_;
     out_["total-time-ms"] = std::llround(total);
@@ -462,6 +508,9 @@ class LibvirtMigration {
   EncryptMode mode_ = kDefaultPolicy;
   std::string why_mode_, why_, src_host_, dst_host_, path_, nbd_path_, id_;
   handoff::HostSecret src_secret_, dst_secret_;
+  bool postcopy_switched_ = false;   // our virDomainMigrateStartPostCopy succeeded
+  int64_t reconnecting_ = 0;         // streams the source daemon last said are reconnecting
+  Clock::time_point paused_at_{};
   static constexpr const char* kUserfaultfdHelp =
       "postcopy needs userfaultfd: a QEMU that runs unprivileged (as libvirt-qemu) gets it only with "
       "vm.unprivileged_userfaultfd = 1 on both hosts (QEMU 7.2 does not use /dev/userfaultfd); set it with "

@@ -44,6 +44,9 @@ std::string human_bytes(double b) {
 std::string daemon_failure(QmpClient* d, const std::string& id) {
   if (!d) return "";
   auto m = d->execute("query-migrations", {{"id", id}});
+  // A daemon that stopped answering has died (or was killed): its streams
+  // are gone, and no outage budget brings them back.
+  if (!m && m.error().code != ErrorCode::kPeerError) return "encmigd stopped answering (" + m.error().message() + ")";
   if (!m || !m->is_array() || m->empty()) return "";
   const json& st = (*m)[0];
   std::string state = json_string(st, "state");
@@ -53,12 +56,29 @@ std::string daemon_failure(QmpClient* d, const std::string& id) {
 
 // Polls the source until the migration ends; draws the progress line. A
 // daemon that failed the migration cancels it at once.
+// Streams of the migration that are reconnecting after a broken connection,
+// and the resumes so far (protocol 2), as the source daemon sees them.
+struct LinkView {
+  int64_t reconnecting = 0, resumes = 0;
+};
+LinkView link_view(QmpClient* d, const std::string& id) {
+  LinkView v;
+  if (!d) return v;
+  auto m = d->execute("query-migrations", {{"id", id}});
+  if (!m || !m->is_array() || m->empty()) return v;
+  v.reconnecting = json_int((*m)[0], "reconnecting");
+  v.resumes = json_int((*m)[0], "resumes");
+  return v;
+}
+
 json wait_for_migration(QmpClient& src, const DirectOptions& o, const std::atomic<bool>& interrupted, QmpClient* sd,
                         QmpClient* dd, const std::string& id, bool* postcopy_asked) {
   auto start = Clock::now();
   auto next_daemon_check = start;
   bool cancelled = false;
   std::string why_cancel;
+  LinkView link;
+  Clock::time_point paused_at{};
   for (;;) {
     auto r = src.execute("query-migrate");
     if (!r) return fail_summary("source monitor: " + r.error().message());
@@ -78,6 +98,20 @@ json wait_for_migration(QmpClient& src, const DirectOptions& o, const std::atomi
           (void)src.execute("migrate_cancel");
           cancelled = true;
         }
+      // A pause for an outage, and the resume, on the progress line.
+      LinkView now_link = link_view(sd, id);
+      if (o.progress && !o.json) {
+        if (now_link.reconnecting && !link.reconnecting) {
+          paused_at = Clock::now();
+          std::fprintf(stderr, "\nencmig: connection to the destination lost on %lld stream%s: paused, encmigd reconnecting\n",
+                       (long long)now_link.reconnecting, now_link.reconnecting == 1 ? "" : "s");
+        } else if (!now_link.reconnecting && link.reconnecting) {
+          std::fprintf(stderr, "\nencmig: resumed after %.1f s (%lld resume%s so far)\n",
+                       std::chrono::duration<double>(Clock::now() - paused_at).count(), (long long)now_link.resumes,
+                       now_link.resumes == 1 ? "" : "s");
+        }
+      }
+      link = now_link;
     }
     // Postcopy after the first pass: QEMU syncs the dirty bitmap once at the
     // start and once at the end of each pass.
@@ -98,8 +132,13 @@ json wait_for_migration(QmpClient& src, const DirectOptions& o, const std::atomi
       double mbps = json_number(ram, "mbps"), dirty = json_number(ram, "dirty-pages-rate") * json_number(ram, "page-size", 4096);
       double pct = total > 0 ? 100.0 * (total - remaining) / total : 0;
       double eta = mbps > 0 ? remaining * 8 / (mbps * 1e6) : 0;
-      std::fprintf(stderr, "\rMigration: [%5.1f %%]  %8.1f MB/s  remaining %s  ETA %.1f s  dirty %s/s   ", pct,
-                   mbps / 8, human_bytes(remaining).c_str(), eta, human_bytes(dirty).c_str());
+      if (link.reconnecting)
+        std::fprintf(stderr, "\rMigration: [%5.1f %%]  PAUSED: reconnecting for %.0f s, %lld resume%s so far          ", pct,
+                     std::chrono::duration<double>(Clock::now() - paused_at).count(), (long long)link.resumes,
+                     link.resumes == 1 ? "" : "s");
+      else
+        std::fprintf(stderr, "\rMigration: [%5.1f %%]  %8.1f MB/s  remaining %s  ETA %.1f s  dirty %s/s   ", pct,
+                     mbps / 8, human_bytes(remaining).c_str(), eta, human_bytes(dirty).c_str());
       std::fflush(stderr);
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
@@ -193,7 +232,16 @@ class DirectMigration {
     auto caps = b->execute("query-encmig-capabilities");
     if (!caps) return void(reason_ = "destination encmigd: " + caps.error().message());
     dst_caps_ = caps.value();
-    reason_ = "both hosts run encmigd (protocol 1, aes-256-gcm)";
+    auto src_caps = a->execute("query-encmig-capabilities");
+    if (!src_caps) return void(reason_ = "source encmigd: " + src_caps.error().message());
+    // Both speak every version up to their newest: the lower of the two is the one used.
+    auto newest = [](const json& c) {
+      const json* v = c.contains("protocol-versions") ? &c["protocol-versions"] : nullptr;
+      return v && v->is_array() && !v->empty() && v->back().is_number_unsigned() ? v->back().get<unsigned>() : 1u;
+    };
+    dst_protocol_ = newest(dst_caps_);
+    reason_ = "both hosts run encmigd (protocol " + std::to_string(std::min(newest(src_caps.value()), dst_protocol_)) +
+              ", aes-256-gcm)";
     hosts_ = Capability::kBothCan;
     sd_.emplace(std::move(a.value()));
     dd_.emplace(std::move(b.value()));
@@ -243,7 +291,7 @@ class DirectMigration {
     // end of that QEMU's monitor socket.
     json dargs{{"id", id_}, {"role", "destination"}, {"key", key}, {"nonce", nonce}, {"qemu-path", dst_sock}, {"streams", streams}};
     json sargs{{"id", id_}, {"role", "source"}, {"key", key}, {"nonce", nonce}, {"peer", dst_addr}, {"listen-path", src_sock},
-               {"streams", streams}};
+               {"streams", streams}, {"peer-protocol", dst_protocol_}};
     if (pid_t p = dst_.peer_pid(); p > 0) dargs["qemu-pid"] = p;
     if (pid_t p = src_.peer_pid(); p > 0) sargs["qemu-pid"] = p;
     auto ad = dd_->execute("migration-arm", dargs);
@@ -351,6 +399,7 @@ class DirectMigration {
   const std::atomic<bool>& interrupted_;
   QmpClient src_, dst_;
   std::optional<QmpClient> sd_, dd_;
+  unsigned dst_protocol_ = 1;  // the newest protocol the destination daemon speaks
   json dst_caps_, summary_;
   bool encrypt_ = false, source_was_running_ = false, postcopy_asked_ = false;
   Capability hosts_ = Capability::kNoDaemon;

@@ -33,6 +33,9 @@ void print_summary(const json& s) {
   const json& d = daemon.contains("status") ? json_object(daemon, "status") : daemon;
   if (auto it = d.find("streams"); it != d.end() && it->is_array())
     std::printf("  streams:     %zu through encmigd\n", it->size());
+  if (int64_t r = json_int(d, "resumes"); r > 0)
+    std::printf("  outages:     %lld stream resume%s after broken connections, %.1f MiB resent\n", (long long)r,
+                r == 1 ? "" : "s", json_number(d, "resent-bytes") / 1048576.0);
   if (s.contains("destination-state"))
     std::printf("  destination: %s\n", str(s, "destination-state").c_str());
 }

@@ -37,6 +37,15 @@ Status Aead::seal(const uint8_t nonce[kAeadNonceSize], const uint8_t* aad, size_
   return {};
 }
 
+Status Aead::seal_to(const uint8_t nonce[kAeadNonceSize], const uint8_t* aad, size_t aad_len, const uint8_t* src,
+                     size_t len, uint8_t* out) {
+  size_t out_len = len + kAeadTagSize;
+  if (gnutls_aead_cipher_encrypt(h_, nonce, kAeadNonceSize, aad, aad_len, kAeadTagSize, src, len, out, &out_len) != 0 ||
+      out_len != len + kAeadTagSize)
+    return make_error(crypto_error::kCrypto, "AES-GCM seal");
+  return {};
+}
+
 Status Aead::open(const uint8_t nonce[kAeadNonceSize], const uint8_t* aad, size_t aad_len, uint8_t* buf,
                   size_t len, const uint8_t tag[kAeadTagSize]) {
   giovec_t a{const_cast<uint8_t*>(aad), aad_len};

@@ -43,6 +43,9 @@ class Aead {
   // Encrypts buf[0..len) in place and writes the tag.
   Status seal(const uint8_t nonce[kAeadNonceSize], const uint8_t* aad, size_t aad_len, uint8_t* buf,
               size_t len, uint8_t tag[kAeadTagSize]);
+  // Encrypts src[0..len) into out[0..len) and writes the tag at out + len.
+  Status seal_to(const uint8_t nonce[kAeadNonceSize], const uint8_t* aad, size_t aad_len, const uint8_t* src, size_t len,
+                 uint8_t* out);
   // Decrypts buf[0..len) in place after checking the tag. On failure the
   // buffer is wiped, so no unauthenticated plaintext can escape; a tag that
   // does not verify is crypto_error::kTagMismatch.

@@ -21,6 +21,9 @@ const ArmArgument kArmArguments[] = {
     {"streams", "integer: 1 to 256", "both", true, true, false,
      "migration streams: 1 + multifd channels; when all have closed, the migration is complete"},
     {"peer", "string: HOST:PORT", "source", true, true, true, "the destination daemon's data port"},
+    {"peer-protocol", "integer: 1 or more", "source", true, true, false,
+     "the newest record protocol version the destination daemon speaks, from its own authenticated answer; "
+     "without it the source learns it from the first connection (an unauthenticated 'unsupported version' alert)"},
     {"listen-path", "string: path", "source", true, false, false,
      "UNIX socket QEMU connects to for the migration streams (one of the two paths is required)"},
     {"nbd-listen-path", "string: path", "source", true, false, false, "UNIX socket QEMU connects to for NBD"},
@@ -140,8 +143,13 @@ Result<MigrationConfig> parse_arm_request(const json& args, ArmChannel channel, 
     auto hp = HostPort::parse(peer.value());
     if (!hp) return bad("peer", hp.error().detail);
     cfg.peer = hp.value();
-  } else if (args.contains("peer")) {
-    return bad("peer", "only a source has a peer");
+    if (auto it = args.find("peer-protocol"); it != args.end()) {
+      if (!it->is_number_integer() || it->get<int64_t>() < 1 || it->get<int64_t>() > 0xffff)
+        return bad("peer-protocol", "must be a protocol version");
+      cfg.peer_protocol = uint16_t(it->get<int64_t>());
+    }
+  } else if (args.contains("peer") || args.contains("peer-protocol")) {
+    return bad(args.contains("peer") ? "peer" : "peer-protocol", "only a source has a peer");
   }
 
   if (!qmp) {

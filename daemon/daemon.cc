@@ -41,6 +41,8 @@ Result<std::unique_ptr<Daemon>> Daemon::create(DaemonOptions opts) {
   }
   // Socket buffers: decided once, and any limit that costs throughput is said once.
   d->sizing_ = size_socket_buffers(d->opts_.data.socket.buffer_bytes);
+  // A black-holed connection breaks as soon as the keepalive would notice.
+  if (d->opts_.data.max_version >= wire::kVersion2) d->opts_.data.socket.user_timeout_ms = d->opts_.data.link.silence_ms;
   if (!d->sizing_.forced) d->opts_.data.socket.buffer_bytes = 0;
   auto data = DataPlane::create(d->opts_.data);
   if (!data) return data.error();
@@ -104,8 +106,16 @@ Result<json> Daemon::arm(json& args) {
   return json{{"id", idh}, {"state", "armed"}};
 }
 
+json Daemon::protocol_versions() const {
+  json versions = json::array();
+  for (uint16_t v = wire::kMinVersion; v <= opts_.data.max_version; v++) versions.push_back(v);
+  return versions;
+}
+
 json Daemon::capabilities_json() const {
-  return json{{"protocol-versions", {wire::kVersion}},
+  return json{{"protocol-versions", protocol_versions()},
+              {"resume", opts_.data.max_version >= wire::kVersion2},
+              {"outage-budget-ms", opts_.data.link.outage_budget.count()},
               {"ciphers", {"aes-256-gcm"}},
               {"data-port", data_->port()},
               {"max-record", wire::kMaxRecordPayload},

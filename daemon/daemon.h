@@ -21,7 +21,7 @@ struct DaemonOptions {
   // connections, migration timers and limits.
   DataPlaneOptions data = [] {
     DataPlaneOptions d;
-    d.socket = {192 << 20, true, 1 << 20};  // buffers for about 10 Gb/s x 150 ms; 1 MiB unsent per stream
+    d.socket = {192 << 20, true, 1 << 20, 0};  // buffers for about 10 Gb/s x 150 ms; 1 MiB unsent per stream
     d.software = kSoftware;
     return d;
   }();
@@ -39,6 +39,7 @@ class Daemon {
   // Async-signal-safe: run() returns soon after.
   void request_stop();
   uint16_t data_port() const { return data_->port(); }
+  json protocol_versions() const;  // the record protocol versions this daemon speaks
   const DaemonOptions& options() const { return opts_; }
 
   // Arms a migration from parsed parts (QMP command or libvirt hand-off).

@@ -181,7 +181,7 @@ void LibvirtAgent::handle_new(virConnectPtr c, virSecretPtr s, Entry& e) {
 void LibvirtAgent::start_probe(Entry& e) {
   auto w = std::make_shared<Work>();
   e.work = w;
-  json base{{"daemon", kSoftware}, {"data-port", d_.data_port()}, {"protocol", {wire::kVersion}}, {"state", "ready"}};
+  json base{{"daemon", kSoftware}, {"data-port", d_.data_port()}, {"protocol", d_.protocol_versions()}, {"state", "ready"}};
   std::string peer = json_string(e.request, "peer");
   std::thread([w, base, peer] {
     json r = base;
@@ -207,7 +207,7 @@ void LibvirtAgent::start_arm(virConnectPtr, Entry& e, MigrationConfig cfg, Migra
   int gid = qemu_gid_;
   auto held = std::make_shared<MigrationSecrets>(std::move(sec));
   std::thread([w, &d, id, gid, cfg, held]() mutable {
-    json r{{"daemon", kSoftware}, {"data-port", d.data_port()}, {"protocol", {wire::kVersion}},
+    json r{{"daemon", kSoftware}, {"data-port", d.data_port()}, {"protocol", d.protocol_versions()},
            {"unprivileged-userfaultfd", unprivileged_userfaultfd()}};
     Result<std::shared_ptr<Migration>> mig = make_error(ErrorCode::kInternal);
     const bool source = cfg.role == MigrationRole::kSource;
@@ -283,8 +283,16 @@ void LibvirtAgent::refresh(virConnectPtr c, Entry& e) {
   MigrationState st = e.mig->state();
   std::string name = state_name(st);
   std::string said = json_string(e.reply, "state");
-  if (said == name || (st == MigrationState::kArmed && said == "ready")) return;
-  json r{{"state", name}};
+  // An outage (protocol 2) is news too: encmig shows the pause and the resume.
+  const auto links = e.mig->link_totals();
+  const bool link_news = !terminal(st) && (int64_t(links.reconnecting) != json_int(e.reply, "reconnecting") ||
+                                           int64_t(links.resumes) != json_int(e.reply, "resumes"));
+  if (!link_news && (said == name || (st == MigrationState::kArmed && said == "ready"))) return;
+  json r{{"state", st == MigrationState::kArmed && said == "ready" ? "ready" : name}};
+  if (!terminal(st)) {
+    r["reconnecting"] = links.reconnecting;
+    r["resumes"] = links.resumes;
+  }
   if (terminal(st)) {
     json s = json::parse(e.mig->status_json(), nullptr, false);
     r["status"] = s;

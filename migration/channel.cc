@@ -1,27 +1,60 @@
 #include "migration/channel.h"
 
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <chrono>
+#include <algorithm>
 #include <cstring>
 
 namespace encmig {
 
-Result<std::unique_ptr<EncryptedChannel>> EncryptedChannel::create(Fd&& sock, SessionKeys keys, std::string name) {
-  auto tx = RecordSealer::create(std::move(keys.tx));
+Result<std::unique_ptr<EncryptedChannel>> EncryptedChannel::create(Fd&& sock, SessionKeys keys, std::string name,
+                                                                   uint64_t recv_base) {
+  const uint16_t version = keys.client_hello.version;
+  auto tx = RecordSealer::create(std::move(keys.tx), version);
   if (!tx) return tx.error();
-  auto rx = RecordOpener::create(std::move(keys.rx));
+  auto rx = RecordOpener::create(std::move(keys.rx), version, recv_base);
   if (!rx) return rx.error();
   std::unique_ptr<EncryptedChannel> c(new EncryptedChannel());
   c->fd_ = std::move(sock);
   c->name_ = std::move(name);
+  c->version_ = version;
+  c->flags_ = keys.client_hello.flags;
   c->tx_ = std::move(tx.value());
   c->rx_ = std::move(rx.value());
   c->rbuf_.resize(2 * (wire::kMaxRecordPayload + wire::kRecordOverhead));
+  if (version >= wire::kVersion2) c->txbuf_.resize(wire::kMaxRecordPayload + wire::kRecordOverhead);
   return c;
+}
+
+Status EncryptedChannel::send_data_from(const uint8_t* src, uint32_t n) {
+  std::lock_guard<std::timed_mutex> g(tx_mu_);
+  if (auto st = tx_.seal_data_from(src, n, txbuf_.data()); !st) return st;
+  return write_all(fd_.get(), txbuf_.data(), n + wire::kRecordOverhead);
+}
+
+Status EncryptedChannel::send_position(wire::RecordType type, uint64_t position) {
+  std::lock_guard<std::timed_mutex> g(tx_mu_);
+  uint8_t rec[wire::kAckRecordSize];
+  if (auto st = tx_.seal_position(type, position, rec); !st) return st;
+  return write_all(fd_.get(), rec, sizeof rec);
+}
+
+void EncryptedChannel::rebase_sender(uint64_t base) {
+  std::lock_guard<std::timed_mutex> g(tx_mu_);
+  tx_.rebase(base);
+}
+
+uint32_t EncryptedChannel::srtt_us() const {
+  tcp_info ti{};
+  socklen_t len = sizeof ti;
+  if (getsockopt(fd_.get(), IPPROTO_TCP, TCP_INFO, &ti, &len) != 0) return 0;
+  return ti.tcpi_rtt;
 }
 
 Status EncryptedChannel::send_data(uint8_t* rec, uint32_t n) {
@@ -35,7 +68,7 @@ Status EncryptedChannel::send_fin() {
   uint8_t fin[wire::kFinRecordSize];
   if (auto st = tx_.seal_fin(fin); !st) return st;
   if (auto st = write_all(fd_.get(), fin, sizeof fin); !st) return st;
-  ::shutdown(fd_.get(), SHUT_WR);
+  if (version_ < wire::kVersion2) ::shutdown(fd_.get(), SHUT_WR);
   return {};
 }
 
@@ -66,10 +99,12 @@ void EncryptedChannel::linger(int ms) {
   }
 }
 
-Status EncryptedChannel::receive(Batch& b) {
+Status EncryptedChannel::receive(Batch& b, int timeout_ms) {
   b.count = 0;
   b.fin = false;
   b.bytes = 0;
+  b.ack = false;
+  b.resume = false;
   // The previous batch is consumed. Move a partial record to the front only
   // when the space after it cannot take a whole record; usually nothing moves.
   if (rstart_ == rend_) {
@@ -89,10 +124,27 @@ Status EncryptedChannel::receive(Batch& b) {
         b.fin = true;
         return {};
       }
+      if (st->type == wire::RecordType::kAck) {
+        b.ack = true;
+        b.ack_position = std::max(b.ack_position, st->position);
+        continue;
+      }
+      if (st->type == wire::RecordType::kResume) {
+        b.resume = true;
+        b.resume_position = st->position;
+        return {};  // the caller checks it comes first
+      }
       b.iov[b.count++] = iovec{st->payload, st->length};
       b.bytes += st->length;
     }
-    if (b.count > 0) return {};
+    if (b.count > 0 || b.ack) return {};
+    if (timeout_ms >= 0) {
+      pollfd p{fd_.get(), POLLIN, 0};
+      int pr = ::poll(&p, 1, timeout_ms);
+      if (pr == 0) return make_error(ErrorCode::kTimeout, "nothing from the peer for " + std::to_string(timeout_ms) + " ms");
+      if (pr < 0 && errno != EINTR) return make_error(ErrorCode::kIo, "poll: " + errno_text(errno));
+      if (pr < 0) continue;
+    }
     ssize_t r = ::read(fd_.get(), rbuf_.data() + rend_, rbuf_.size() - rend_);
     if (r > 0) {
       rend_ += size_t(r);
@@ -102,6 +154,18 @@ Status EncryptedChannel::receive(Batch& b) {
     if (r == 0)
       return make_error(ErrorCode::kTruncated, "peer closed after " + std::to_string(rx_.records()) + " records");
     return make_error(ErrorCode::kIo, "peer read: " + errno_text(errno));
+  }
+}
+
+void EncryptedChannel::close_gracefully(int ms) {
+  ::shutdown(fd_.get(), SHUT_WR);
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(ms);
+  Batch b;
+  for (;;) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now()).count();
+    if (left <= 0) return;
+    // ACKs may still come; anything else, or EOF, ends it.
+    if (!receive(b, int(left)).ok() || b.count > 0 || b.fin || b.resume) return;
   }
 }
 

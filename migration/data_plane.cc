@@ -7,7 +7,7 @@
 #include <thread>
 
 #include "migration/log.h"
-#include "migration/relay.h"
+#include "migration/stream_link.h"
 
 namespace encmig {
 
@@ -41,6 +41,7 @@ Result<std::unique_ptr<DataPlane>> DataPlane::create(DataPlaneOptions o) {
     std::thread(&DataPlane::handle_authenticated, self, h, std::move(ch), from).detach();
   };
   hooks.probe_reply.software = d->o_.software;
+  hooks.probe_reply.version_max = d->o_.max_version;
   auto a = HandshakeAcceptor::create(std::move(l.value()), d->o_.socket, d->o_.acceptor, std::move(hooks));
   if (!a) return a.error();
   d->acceptor_ = std::move(a.value());
@@ -158,6 +159,9 @@ void DataPlane::reaper_loop() {
 // ---- the destination role: authenticated streams from the data port ----
 
 Result<MigrationSecrets> DataPlane::secrets_for(const wire::Hello& hello) {
+  if (hello.version > o_.max_version)
+    return make_error(ErrorCode::kBadVersion, "this daemon speaks protocol version " + std::to_string(o_.max_version) +
+                                                  " at most");
   auto mig = find(id_hex(hello.migration_id));
   if (!mig || mig->config().role != MigrationRole::kDestination)
     return make_error(ErrorCode::kUnknownMigration, "no such migration armed here");
@@ -171,6 +175,19 @@ void DataPlane::handle_authenticated(wire::Hello hello, std::unique_ptr<Encrypte
     ch->send_error(ErrorCode::kUnknownMigration, "migration ended");
     return;
   }
+  // A version-2 peer resuming a stream after a broken connection: the link
+  // takes the new connection; nothing else changes.
+  if (hello.flags & wire::kHelloFlagResume) {
+    auto link = mig->find_link(hello.kind, hello.stream_index);
+    auto st = link ? link->resume(std::move(ch))
+                   : Status(make_error(ErrorCode::kResumeRefused, "no stream " + sname + " to resume"));
+    if (!st) {
+      log_.log("resume-refused", "migration " + mig->id() + " stream " + sname + ": resume from " + from +
+                                     " refused: " + st.error().text());
+      if (ch && ch->send_error(ErrorCode::kResumeRefused, st.error().text())) ch->linger(200);
+    }
+    return;
+  }
   // The peer proved it holds the key: what it does wrong now is the migration's failure.
   auto stream = mig->add_stream(hello.kind, hello.stream_index, o_.timeouts);
   if (!stream) {
@@ -180,6 +197,7 @@ void DataPlane::handle_authenticated(wire::Hello hello, std::unique_ptr<Encrypte
   }
   std::shared_ptr<Stream> s = stream.value();
   s->peer_fd = ch->fd();
+  auto link = std::make_shared<StreamLink>(*s, MigrationRole::kDestination, o_.link);
   StreamClosedOnExit closed{*mig, s};
   auto fail = [&](const Error& e) { mig->fail(e.code, sname, e.message()); };
 
@@ -201,7 +219,8 @@ void DataPlane::handle_authenticated(wire::Hello hello, std::unique_ptr<Encrypte
   }
   s->qemu = ProcessWatch::of(qemu);
   mig->attach_local(s, std::move(local.value()));
-  if (auto st = relay_stream(*ch, *s, MigrationRole::kDestination); !st) fail(st.error());
+  mig->attach_link(s, link);
+  if (auto st = link->run(std::move(ch), nullptr); !st) fail(st.error());
 }
 
 // ---- the source role: QEMU's connections to the local sockets ----
@@ -251,23 +270,41 @@ void DataPlane::accept_local_loop(std::shared_ptr<Migration> mig, int listen_fd,
   }
 }
 
+// The source's side of one stream: the first connection speaks the newest
+// version; a peer that refuses it with "unsupported version" gets version 1
+// (no resume), once per migration. Later connections resume the stream.
 void DataPlane::handle_outgoing(std::shared_ptr<Migration> mig, std::shared_ptr<Stream> s) {
-  Fd tcp;                                // owns the socket during the handshake,
-  std::unique_ptr<EncryptedChannel> ch;  // then the channel does
+  auto link = std::make_shared<StreamLink>(*s, MigrationRole::kSource, o_.link);
   StreamClosedOnExit closed{*mig, s};
   auto fail = [&](const Error& e) { mig->fail(e.code, s->name, e.message()); };
+  mig->attach_link(s, link);
 
-  Deadline deadline = deadline_in(o_.acceptor.handshake_timeout_ms);
-  auto conn = tcp_connect(mig->config().peer, o_.socket, o_.acceptor.handshake_timeout_ms);
-  if (!conn) return fail(conn.error());
-  tcp = std::move(conn.value());
-  s->peer_fd = tcp.get();
-  auto secrets = mig->secrets();
-  if (!secrets) return fail(secrets.error());
-  auto done = client_handshake(std::move(tcp), std::move(secrets.value()), s->kind, s->index, s->name, deadline);
-  if (!done) return fail(done.error());
-  ch = std::move(done.value());
-  if (auto st = relay_stream(*ch, *s, MigrationRole::kSource); !st) fail(st.error());
+  auto connect = [this, mig, s](uint16_t version, uint32_t flags) -> Result<std::unique_ptr<EncryptedChannel>> {
+    Deadline deadline = deadline_in(o_.acceptor.handshake_timeout_ms);
+    auto tcp = tcp_connect(mig->config().peer, o_.socket, o_.acceptor.handshake_timeout_ms);
+    if (!tcp) return tcp.error();
+    auto secrets = mig->secrets();
+    if (!secrets) return secrets.error();
+    return client_handshake(std::move(tcp.value()), std::move(secrets.value()), s->kind, s->index, s->name, deadline,
+                            version, flags);
+  };
+  // The controller may have told us what the peer speaks (from the peer's
+  // authenticated answer): then an "unsupported version" alert is forged or a
+  // misconfiguration, and the stream fails rather than lose resume.
+  const uint16_t told = mig->config().peer_protocol;
+  uint16_t version = std::min<uint16_t>(told ? told : mig->peer_version(), o_.max_version);
+  auto first = connect(version, 0);
+  if (!first && !told && version > wire::kVersion1 && first.error().code == ErrorCode::kPeerAlert &&
+      first.error().detail.find(error_code_name(ErrorCode::kBadVersion)) != std::string::npos) {
+    version = wire::kVersion1;  // a version-1 peer: no resume
+    mig->set_peer_version(version);
+    log_line("migration " + mig->id() + ": the destination speaks protocol version 1 only: streams cannot resume");
+    first = connect(version, 0);
+  }
+  if (!first) return fail(first.error());
+  StreamLink::Reconnect reconnect;
+  if (version >= wire::kVersion2) reconnect = [connect] { return connect(wire::kVersion2, wire::kHelloFlagResume); };
+  if (auto st = link->run(std::move(first.value()), reconnect); !st) fail(st.error());
 }
 
 }  // namespace encmig

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "migration/handshake_io.h"
+#include "migration/stream_link.h"
 #include "migration/session.h"
 #include "migration/socket.h"
 
@@ -23,7 +24,9 @@ struct DataPlaneOptions {
   AcceptorLimits acceptor;           // unauthenticated connections on the data port
   int order_timeout_ms = 30000;      // how long a stream waits for a lower-indexed one
   MigrationTimeouts timeouts;        // expiry, stall, end grace
+  LinkOptions link;                  // window, keepalive, outage budget (protocol version 2)
   int max_migrations = 64;           // migrations armed and not yet ended, at once
+  uint16_t max_version = wire::kVersion;  // the newest protocol version spoken (1: no resume)
   std::string software;              // in probe replies
 };
 

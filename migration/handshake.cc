@@ -26,8 +26,12 @@ Result<SessionKeys> make_keys(ConnectionSecrets& cs, bool client, const wire::He
 // ---- client ----
 
 Result<ClientHandshake> ClientHandshake::create(MigrationSecrets secrets, wire::Kind kind, uint32_t stream_index,
-                                                const wire::Random* fixed_random) {
+                                                const wire::Random* fixed_random, uint16_t version, uint32_t flags) {
+  if (version < wire::kMinVersion || version > wire::kVersion || (version < wire::kVersion2 && flags))
+    return make_error(ErrorCode::kInvalidArgument, "hello version/flags");
   ClientHandshake c;
+  c.sent_.version = version;
+  c.sent_.flags = flags;
   c.sent_.kind = kind;
   c.sent_.role = wire::Role::kClient;
   c.sent_.stream_index = stream_index;
@@ -76,7 +80,8 @@ Result<size_t> ClientHandshake::consume(const uint8_t* data, size_t len) {
 Status ClientHandshake::on_server_flight() {
   auto sh = wire::decode_hello(in_.data(), wire::Role::kServer);
   if (!sh) return sh.error();
-  if (sh->kind != sent_.kind || sh->stream_index != sent_.stream_index || sh->migration_id != sent_.migration_id)
+  if (sh->kind != sent_.kind || sh->stream_index != sent_.stream_index || sh->migration_id != sent_.migration_id ||
+      sh->version != sent_.version || sh->flags != sent_.flags)
     return make_error(ErrorCode::kHelloMismatch);
   auto cs = ConnectionSecrets::derive(secrets_, hello_.data(), in_.data());
   if (!cs) return cs.error();

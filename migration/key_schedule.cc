@@ -108,6 +108,13 @@ Status TrafficKeys::seal(uint64_t counter, const uint8_t* header, uint8_t* paylo
   return aead_.seal(n, header, wire::kRecordHeaderSize, payload, len, tag);
 }
 
+Status TrafficKeys::seal_to(uint64_t counter, const uint8_t* header, const uint8_t* src, size_t len, uint8_t* out) {
+  if (auto st = prepare(counter); !st) return st;
+  uint8_t n[kAeadNonceSize];
+  nonce(counter, n);
+  return aead_.seal_to(n, header, wire::kRecordHeaderSize, src, len, out);
+}
+
 Status TrafficKeys::open(uint64_t counter, const uint8_t* header, uint8_t* payload, size_t len, const uint8_t* tag) {
   if (auto st = prepare(counter); !st) return st;
   uint8_t n[kAeadNonceSize];

@@ -60,6 +60,9 @@ class TrafficKeys {
   // rekeying first when the counter starts a new epoch.
   Status seal(uint64_t counter, const uint8_t header[wire::kRecordHeaderSize], uint8_t* payload, size_t len,
               uint8_t tag[wire::kTagSize]);
+  // Out of place: `out` receives ciphertext || tag.
+  Status seal_to(uint64_t counter, const uint8_t header[wire::kRecordHeaderSize], const uint8_t* src, size_t len,
+                 uint8_t* out);
   Status open(uint64_t counter, const uint8_t header[wire::kRecordHeaderSize], uint8_t* payload, size_t len,
               const uint8_t tag[wire::kTagSize]);
   Status prepare(uint64_t counter);

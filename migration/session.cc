@@ -9,6 +9,7 @@
 
 #include "crypto/encoding.h"
 #include "migration/log.h"
+#include "migration/stream_link.h"
 
 namespace encmig {
 
@@ -29,6 +30,7 @@ const char* stream_state_name(StreamState s) {
   switch (s) {
     case StreamState::kHandshake: return "handshake";
     case StreamState::kRelaying: return "relaying";
+    case StreamState::kReconnecting: return "reconnecting";
     case StreamState::kClosed: return "closed";
     case StreamState::kFailed: return "failed";
   }
@@ -54,6 +56,7 @@ std::string stream_name(wire::Kind kind, uint32_t index) {
 }
 
 void Stream::shutdown_all() {
+  if (link) link->abort();
   if (local.valid()) ::shutdown(local.get(), SHUT_RDWR);
   if (peer_fd >= 0) ::shutdown(peer_fd, SHUT_RDWR);
 }
@@ -181,6 +184,31 @@ void Migration::stream_closed(const std::shared_ptr<Stream>& s) {
                                                   " bytes, every stream ended with an authenticated FIN");
 }
 
+void Migration::attach_link(const std::shared_ptr<Stream>& s, std::shared_ptr<StreamLink> link) {
+  std::lock_guard<std::mutex> g(mu_);
+  s->link = std::move(link);
+  if (terminal(state_)) s->link->abort();
+}
+
+std::shared_ptr<StreamLink> Migration::find_link(wire::Kind kind, uint32_t index) const {
+  std::lock_guard<std::mutex> g(mu_);
+  for (auto& s : streams_)
+    if (s->kind == kind && s->index == index) return s->link;
+  return nullptr;
+}
+
+Migration::LinkTotals Migration::link_totals() const {
+  std::lock_guard<std::mutex> g(mu_);
+  LinkTotals t;
+  for (auto& s : streams_) {
+    if (!s->link) continue;
+    auto c = s->link->counters();
+    t.reconnecting += c.reconnecting ? 1 : 0;
+    t.resumes += c.resumes;
+  }
+  return t;
+}
+
 void Migration::attach_local(const std::shared_ptr<Stream>& s, Fd local) {
   std::lock_guard<std::mutex> g(mu_);
   s->local = std::move(local);
@@ -204,10 +232,11 @@ void Migration::end(bool cancelled, const std::string& reason) {
                                                   " bytes, every stream ended with an authenticated FIN");
     return;
   }
-  // Streams still finishing: no new ones, no key, and a bounded wait (tick()).
+  // Streams still finishing: no new ones, and a bounded wait (tick()). The
+  // key stays until the end (teardown wipes it): a stream whose connection
+  // broke during its last exchange resumes with it.
   ending_ = true;
   end_requested_ = std::chrono::steady_clock::now();
-  secrets_ = MigrationSecrets{};
   for (auto& l : listeners_) ::shutdown(l.fd.get(), SHUT_RDWR);
 }
 
@@ -220,6 +249,19 @@ void Migration::tick(std::chrono::steady_clock::time_point now, const MigrationT
                     ErrorCode::kTimeout);
     return;
   }
+  bool reconnecting = false;  // an outage has its own budget (the link's), not the stall or end timers
+  for (auto& s : streams_) {
+    const bool r = s->state == StreamState::kReconnecting;
+    reconnecting |= r;
+    // Outages and resumes, as events (the link itself knows no migration).
+    if (r != s->announced_reconnecting && events_) {
+      s->announced_reconnecting = r;
+      json e{{"id", id_hex_}, {"stream", s->name}, {"state", r ? "reconnecting" : "relaying"}};
+      if (s->link) e["resumes"] = s->link->counters().resumes;
+      events_("ENCMIG_STREAM_STATE", e.dump());
+    }
+  }
+  if (ending_ && reconnecting) end_requested_ = now;
   if (ending_ && now - end_requested_ >= t.end_grace) {
     std::string open;
     for (auto& s : streams_)
@@ -229,7 +271,7 @@ void Migration::tick(std::chrono::steady_clock::time_point now, const MigrationT
     return;
   }
   uint64_t bytes = bytes_locked();
-  if (bytes != last_bytes_) {
+  if (bytes != last_bytes_ || reconnecting) {
     last_bytes_ = bytes;
     last_progress_ = now;
   } else if (t.stall.count() > 0 && now - last_progress_ >= t.stall) {
@@ -264,21 +306,32 @@ std::string Migration::status_json() const {
   std::lock_guard<std::mutex> g(mu_);
   double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - armed_).count();
   json streams = json::array();
-  uint64_t total_out = 0, total_in = 0;
+  uint64_t total_out = 0, total_in = 0, resumes = 0, resent = 0, reconnecting = 0;
   for (auto& s : streams_) {
     double ss = std::chrono::duration<double>(std::chrono::steady_clock::now() - s->started).count();
     uint64_t o = s->bytes_out, i = s->bytes_in;
     total_out += o;
     total_in += i;
-    streams.push_back(json{{"name", s->name},
-                           {"kind", std::string(wire::kind_name(s->kind))},
-                           {"index", s->index},
-                           {"state", stream_state_name(s->state.load())},
-                           {"bytes-out", o},
-                           {"bytes-in", i},
-                           {"records-out", s->records_out.load()},
-                           {"records-in", s->records_in.load()},
-                           {"rate-out-bps", ss > 0 ? double(o) * 8 / ss : 0.0}});
+    json st{{"name", s->name},
+            {"kind", std::string(wire::kind_name(s->kind))},
+            {"index", s->index},
+            {"state", stream_state_name(s->state.load())},
+            {"bytes-out", o},
+            {"bytes-in", i},
+            {"records-out", s->records_out.load()},
+            {"records-in", s->records_in.load()},
+            {"rate-out-bps", ss > 0 ? double(o) * 8 / ss : 0.0}};
+    if (s->link) {
+      auto c = s->link->counters();
+      st["resumes"] = c.resumes;
+      st["resent-bytes"] = c.resent_bytes;
+      st["window"] = c.window;
+      st["unacked"] = c.unacked;
+      resumes += c.resumes;
+      resent += c.resent_bytes;
+      reconnecting += c.reconnecting ? 1 : 0;
+    }
+    streams.push_back(st);
   }
   json j{{"id", id_hex_},
          {"role", cfg_.role == MigrationRole::kSource ? "source" : "destination"},
@@ -286,6 +339,9 @@ std::string Migration::status_json() const {
          {"seconds", secs},
          {"bytes-out", total_out},
          {"bytes-in", total_in},
+         {"resumes", resumes},
+         {"resent-bytes", resent},
+         {"reconnecting", reconnecting},
          {"streams", streams}};
   if (ending_ && !terminal(state_)) j["ending"] = true;
   if (!error_.empty()) j["error"] = error_;

@@ -43,6 +43,9 @@ struct MigrationConfig {
   std::string listen_path;
   std::string nbd_listen_path;
   HostPort peer;
+  // The newest protocol version the peer daemon speaks, as the controller
+  // learned it from the peer's authenticated answer; 0 = not known.
+  uint16_t peer_protocol = 0;
   // Destination: QEMU's incoming and NBD sockets.
   std::string qemu_path;
   std::string qemu_nbd_path;
@@ -69,7 +72,7 @@ Result<wire::MigrationId> id_from_hex(const std::string& s);
 // the one QEMU numbers 0 in its own multifd packets.
 std::string stream_name(wire::Kind kind, uint32_t index);
 
-enum class StreamState : int { kHandshake, kRelaying, kClosed, kFailed };
+enum class StreamState : int { kHandshake, kRelaying, kReconnecting, kClosed, kFailed };
 const char* stream_state_name(StreamState s);
 
 // Per-stream state and counters.
@@ -80,6 +83,8 @@ const char* stream_state_name(StreamState s);
 // from another thread. The handler calls Migration::stream_closed() before it
 // closes the peer socket; that clears peer_fd under the migration lock, so a
 // number that the kernel may reuse is never shut down.
+class StreamLink;
+
 struct Stream {
   wire::Kind kind = wire::Kind::kMigration;
   uint32_t index = 0;
@@ -92,6 +97,12 @@ struct Stream {
   std::atomic<uint64_t> bytes_out{0}, bytes_in{0}, records_out{0}, records_in{0};
   std::atomic<StreamState> state{StreamState::kHandshake};
   std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
+  // The stream's link to the peer (migration/stream_link.h), across
+  // connections; set once its first connection is authenticated.
+  std::shared_ptr<StreamLink> link;
+  // Reconnecting or not, as last announced in an ENCMIG_STREAM_STATE event.
+  bool announced_reconnecting = false;
+  // Shuts both sockets down and stops the link (no reconnection after this).
   void shutdown_all();
 };
 
@@ -116,6 +127,14 @@ class Migration {
   // any stream once the migration ended. The first stream makes it kActive.
   Result<std::shared_ptr<Stream>> add_stream(wire::Kind kind, uint32_t index, const MigrationTimeouts& t);
   uint32_t next_source_index(wire::Kind kind);
+  // The protocol version the destination speaks (learned on the first stream).
+  // Protocol 2: streams now reconnecting, and resumes so far, over all streams.
+  struct LinkTotals {
+    uint64_t reconnecting = 0, resumes = 0;
+  };
+  LinkTotals link_totals() const;
+  uint16_t peer_version() const { return peer_version_.load(); }
+  void set_peer_version(uint16_t v) { peer_version_ = v; }
 
   // Destination: blocks until every lower-indexed stream of this kind has
   // been handed to QEMU, so QEMU accepts them in the source's order.
@@ -130,6 +149,10 @@ class Migration {
   // Gives the stream its local (QEMU-side) socket, under the lock that
   // teardown takes. If the migration already ended, the socket is shut down.
   void attach_local(const std::shared_ptr<Stream>& s, Fd local);
+  // Gives the stream its link (under the lock teardown takes), and finds it
+  // again for a resume. A link given to an ended migration is stopped.
+  void attach_link(const std::shared_ptr<Stream>& s, std::shared_ptr<StreamLink> link);
+  std::shared_ptr<StreamLink> find_link(wire::Kind kind, uint32_t index) const;
   // The controller is done with the migration (migration-end), or cancels
   // it. On end, the key is wiped and nothing new may join, but streams still
   // open get MigrationTimeouts::end_grace to finish with their FIN.
@@ -168,6 +191,7 @@ class Migration {
   std::map<wire::Kind, uint32_t> next_turn_;   // destination: next index to hand to QEMU
   int closed_migration_streams_ = 0;
   bool ending_ = false;  // the controller called migration-end while streams were open
+  std::atomic<uint16_t> peer_version_{wire::kVersion};
   std::chrono::steady_clock::time_point armed_ = std::chrono::steady_clock::now();
   std::chrono::steady_clock::time_point end_requested_{}, ended_{}, last_progress_ = armed_;
   uint64_t last_bytes_ = 0;

@@ -53,6 +53,9 @@ struct SocketOptions {
   // "written" is never far ahead of the wire, so its switchover decision and
   // the downtime are not inflated by data waiting in our queues. 0 = unset.
   int notsent_lowat = 0;
+  // TCP_USER_TIMEOUT: data left unacknowledged by the peer's kernel this long
+  // breaks the connection (a black hole is noticed, and the stream resumes). 0 = unset.
+  int user_timeout_ms = 0;
 };
 
 // How TCP buffers will be sized, decided once at start from what the kernel

@@ -28,6 +28,8 @@ const char* error_code_name(ErrorCode c) {
     case ErrorCode::kPolicy: return "refused by policy";
     case ErrorCode::kBadRole: return "wrong role in hello";
     case ErrorCode::kLocalFailure: return "failure on the peer's side";
+    case ErrorCode::kResumeRefused: return "resume refused";
+    case ErrorCode::kBadAck: return "bad acknowledgement";
     case ErrorCode::kCrypto: return "crypto library error";
     case ErrorCode::kIo: return "I/O error";
     case ErrorCode::kInvalidArgument: return "invalid argument";
@@ -44,11 +46,6 @@ const char* error_code_name(ErrorCode c) {
 namespace wire {
 
 namespace {
-bool all_zero(const uint8_t* p, size_t n) {
-  uint8_t acc = 0;
-  for (size_t i = 0; i < n; i++) acc |= p[i];
-  return acc == 0;
-}
 
 void put_text(uint8_t* out, size_t cap, std::string_view s) {
   std::memset(out, 0, cap);
@@ -83,14 +80,15 @@ void encode_hello(const Hello& h, uint8_t out[kHelloSize]) {
   put32(out + 8, h.stream_index);
   std::memcpy(out + 12, h.migration_id.data(), kMigrationIdSize);
   std::memcpy(out + 28, h.random.data(), kRandomSize);
-  put32(out + 60, 0);
+  put32(out + 60, h.version >= kVersion2 ? h.flags : 0);
 }
 
 Result<Hello> decode_hello(const uint8_t in[kHelloSize], Role expected_role) {
   if (get32(in) != kHelloMagic) return make_error(ErrorCode::kBadMagic, "hello");
   Hello h;
   h.version = get16(in + 4);
-  if (h.version != kVersion) return make_error(ErrorCode::kBadVersion, "hello version " + std::to_string(h.version));
+  if (h.version < kMinVersion || h.version > kVersion)
+    return make_error(ErrorCode::kBadVersion, "hello version " + std::to_string(h.version));
   uint8_t kind = in[6];
   if (kind < uint8_t(Kind::kMigration) || kind > uint8_t(Kind::kProbe))
     return make_error(ErrorCode::kBadKind, "kind " + std::to_string(kind));
@@ -100,7 +98,9 @@ Result<Hello> decode_hello(const uint8_t in[kHelloSize], Role expected_role) {
   h.stream_index = get32(in + 8);
   std::memcpy(h.migration_id.data(), in + 12, kMigrationIdSize);
   std::memcpy(h.random.data(), in + 28, kRandomSize);
-  if (!all_zero(in + 60, 4)) return make_error(ErrorCode::kBadReserved, "hello reserved bytes");
+  h.flags = get32(in + 60);
+  const uint32_t known = h.version >= kVersion2 ? kHelloFlagResume : 0;
+  if (h.flags & ~known) return make_error(ErrorCode::kBadReserved, "hello reserved bytes");
   return h;
 }
 
@@ -148,10 +148,11 @@ void encode_record_header(const RecordHeader& h, uint8_t out[kRecordHeaderSize])
   put64(out + 8, h.counter);
 }
 
-Result<RecordHeader> decode_record_header(const uint8_t in[kRecordHeaderSize]) {
+Result<RecordHeader> decode_record_header(const uint8_t in[kRecordHeaderSize], uint16_t version) {
   RecordHeader h;
   uint8_t t = in[0];
-  if (t < uint8_t(RecordType::kData) || t > uint8_t(RecordType::kError))
+  const uint8_t last = version >= kVersion2 ? uint8_t(RecordType::kResume) : uint8_t(RecordType::kError);
+  if (t < uint8_t(RecordType::kData) || t > last)
     return make_error(ErrorCode::kBadRecordType, "type " + std::to_string(t));
   h.type = RecordType(t);
   if (in[1] != 0 || get16(in + 2) != 0) return make_error(ErrorCode::kBadReserved, "record flags/reserved");
@@ -170,8 +171,24 @@ Result<RecordHeader> decode_record_header(const uint8_t in[kRecordHeaderSize]) {
       if (h.length < kMinErrorPayload || h.length > kMaxErrorPayload)
         return make_error(ErrorCode::kRecordTooLarge, "ERROR record length " + std::to_string(h.length));
       break;
+    case RecordType::kAck:
+    case RecordType::kResume:
+      if (h.length != kAckPayloadSize)
+        return make_error(ErrorCode::kRecordTooLarge, "ACK/RESUME record length " + std::to_string(h.length));
+      break;
   }
   return h;
+}
+
+const char* record_type_name(RecordType t) {
+  switch (t) {
+    case RecordType::kData: return "DATA";
+    case RecordType::kFin: return "FIN";
+    case RecordType::kError: return "ERROR";
+    case RecordType::kAck: return "ACK";
+    case RecordType::kResume: return "RESUME";
+  }
+  return "unknown record";
 }
 
 }  // namespace wire

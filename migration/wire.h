@@ -1,5 +1,9 @@
-// encmig wire protocol, version 1. The whole format lives in this header and
-// is mirrored in docs/protocol.md. All integers are big-endian.
+// encmig wire protocol, versions 1 and 2. The whole format lives in this
+// header and is mirrored in docs/protocol.md. All integers are big-endian.
+// Version 2 adds, on the same hello and record layouts: hello flags (RESUME),
+// and two record types, ACK and RESUME, for acknowledged delivery, a window,
+// and streams that survive a broken connection (docs/protocol.md, sections
+// 15 to 17). A version-2 daemon talks to a version-1 peer in version 1.
 //
 // Connection (client = source encmigd, server = destination encmigd):
 //
@@ -24,7 +28,7 @@
 //   +---------------------------------------------------------------+
 //   |                        random (32 bytes)                      | 28
 //   +---------------------------------------------------------------+
-//   |                        reserved (zero)                        | 60
+//   |          flags (v2; bit 0 RESUME) / reserved (v1: zero)        | 60
 //   +---------------------------------------------------------------+
 //
 // Alert (64 bytes, unauthenticated): magic "EMIA" (4), version (2), code (2),
@@ -45,6 +49,10 @@
 //   |          ciphertext (length bytes) ...   |   tag (16 bytes)   | 16
 //   +---------------------------------------------------------------+
 //   AAD = the 16-byte header. GCM nonce = epoch IV XOR (0^32 || counter).
+//   Types: 1 DATA (1..2^20 bytes), 2 FIN (be64 total DATA bytes sent),
+//   3 ERROR (be16 code || text), and in version 2: 4 ACK (be64 DATA bytes
+//   of the peer delivered to the local QEMU), 5 RESUME (be64 the same, as the
+//   first record of a resumed connection).
 //
 // Key schedule (labels below; section 4 of docs/protocol.md):
 //   PRK        = HKDF-Extract(salt = "encmig/1" || nonce || id, IKM = key)
@@ -96,6 +104,8 @@ enum class ErrorCode : uint16_t {
   kPolicy = 21,
   kBadRole = 22,          // a hello's role is not the one its sender must have
   kLocalFailure = 23,     // the sender failed on its own side (its QEMU, a socket, a timeout); the text says how
+  kResumeRefused = 24,    // v2: no such stream to resume, a finished one, or a position out of range
+  kBadAck = 25,           // v2: an ACK beyond what was sent, or below an earlier one
   // ---- local codes ----
   kCrypto = 64,
   kIo = 65,
@@ -113,7 +123,11 @@ constexpr uint16_t kMaxWireErrorCode = 63;
 
 namespace wire {
 
-constexpr uint16_t kVersion = 1;
+constexpr uint16_t kVersion1 = 1;
+constexpr uint16_t kVersion2 = 2;
+constexpr uint16_t kVersion = kVersion2;  // what this implementation speaks first
+constexpr uint16_t kMinVersion = kVersion1;
+constexpr uint32_t kHelloFlagResume = 1u << 0;  // v2: this connection resumes an existing stream
 constexpr uint16_t kDefaultPort = 16520;  // encmigd's data port unless configured otherwise
 constexpr uint32_t kHelloMagic = 0x454d4947;  // "EMIG"
 constexpr uint32_t kAlertMagic = 0x454d4941;  // "EMIA"
@@ -143,6 +157,8 @@ constexpr size_t kFinPayloadSize = 8;             // total DATA payload bytes se
 constexpr size_t kMinErrorPayload = 2;            // the be16 code
 constexpr size_t kMaxErrorPayload = 256;
 constexpr size_t kFinRecordSize = kRecordOverhead + kFinPayloadSize;
+constexpr size_t kAckPayloadSize = 8;             // v2 ACK and RESUME: be64 position
+constexpr size_t kAckRecordSize = kRecordOverhead + kAckPayloadSize;
 constexpr size_t kMaxErrorRecordSize = kRecordOverhead + kMaxErrorPayload;
 // Rekey epochs: a fresh key and IV every 2^16 records, so one key protects at
 // most 2^16 * 2^20 = 2^36 bytes (2^32 AES blocks).
@@ -165,7 +181,8 @@ constexpr size_t kTrafficSecretSize = 32;
 
 enum class Kind : uint8_t { kMigration = 1, kNbd = 2, kProbe = 3 };
 enum class Role : uint8_t { kClient = 1, kServer = 2 };
-enum class RecordType : uint8_t { kData = 1, kFin = 2, kError = 3 };
+enum class RecordType : uint8_t { kData = 1, kFin = 2, kError = 3, kAck = 4, kResume = 5 };
+const char* record_type_name(RecordType t);  // "DATA", "FIN", ...
 
 using MigrationId = std::array<uint8_t, kMigrationIdSize>;
 using Random = std::array<uint8_t, kRandomSize>;
@@ -177,6 +194,7 @@ struct Hello {
   uint32_t stream_index = 0;
   MigrationId migration_id{};
   Random random{};
+  uint32_t flags = 0;  // v2 only (kHelloFlag*); zero in v1
 };
 
 struct Alert {
@@ -186,7 +204,7 @@ struct Alert {
 };
 
 struct ProbeReply {
-  uint16_t version_min = kVersion;
+  uint16_t version_min = kMinVersion;
   uint16_t version_max = kVersion;
   uint32_t ciphers = kCipherAes256Gcm;
   uint32_t max_record = kMaxRecordPayload;
@@ -218,8 +236,9 @@ void encode_probe_reply(const ProbeReply& r, uint8_t out[kProbeReplySize]);
 Result<ProbeReply> decode_probe_reply(const uint8_t in[kProbeReplySize]);
 
 void encode_record_header(const RecordHeader& h, uint8_t out[kRecordHeaderSize]);
-// Checks type, flags, reserved and length limits; does not check the counter.
-Result<RecordHeader> decode_record_header(const uint8_t in[kRecordHeaderSize]);
+// Checks type (ACK and RESUME only in `version` 2), flags, reserved and
+// length limits; does not check the counter.
+Result<RecordHeader> decode_record_header(const uint8_t in[kRecordHeaderSize], uint16_t version = kVersion);
 
 inline uint32_t magic_of(const uint8_t* p) { return get32(p); }
 

@@ -10,7 +10,7 @@ out=${FUZZ_OUT:-$top/build-fuzz}
 mkdir -p "$out"
 proto=(crypto/secret.cc crypto/random.cc crypto/hkdf.cc crypto/aead.cc crypto/encoding.cc
        migration/wire.cc migration/key_schedule.cc migration/handshake.cc migration/record.cc)
-control=("${proto[@]}" migration/log.cc migration/socket.cc migration/local_peer.cc migration/session.cc
+control=("${proto[@]}" migration/log.cc migration/socket.cc migration/local_peer.cc migration/channel.cc migration/stream_link.cc migration/session.cc
          common/qmp.cc common/libvirt.cc common/handoff.cc daemon/arm_request.cc)
 flags=(-std=c++20 -O1 -g -fsanitize=fuzzer,address,undefined -I"$top")
 status=0

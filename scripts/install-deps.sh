@@ -6,7 +6,7 @@ pkgs=(
   libgnutls28-dev gnutls-bin libgtest-dev nlohmann-json3-dev
   qemu-system-x86 qemu-utils binutils python3 iproute2 procps util-linux
   libvirt-dev libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients gnuplot-nox
-  cpio kmod debhelper dpkg-dev lintian
+  cpio kmod debhelper dpkg-dev lintian nftables
 )
 missing=()
 for p in "${pkgs[@]}"; do

@@ -17,10 +17,10 @@ struct Link {
   RecordOpener rx;
 };
 
-Link make_link() {
+Link make_link(uint16_t version = wire::kVersion) {
   auto p = handshake_pair(fixed_secrets());
-  return Link{std::move(RecordSealer::create(std::move(p.client.tx)).value()),
-              std::move(RecordOpener::create(std::move(p.server.rx)).value())};
+  return Link{std::move(RecordSealer::create(std::move(p.client.tx), version).value()),
+              std::move(RecordOpener::create(std::move(p.server.rx), version).value())};
 }
 
 std::vector<uint8_t> seal(RecordSealer& s, std::vector<uint8_t> payload) {
@@ -47,7 +47,7 @@ std::vector<uint8_t> pattern(size_t n, uint8_t seed) {
 }  // namespace
 
 TEST(Record, RoundTripAndFin) {
-  auto l = make_link();
+  auto l = make_link(wire::kVersion1);
   for (size_t n : {1u, 100u, 4096u, 65536u, wire::kMaxRecordPayload}) {
     auto p = pattern(n, uint8_t(n));
     auto rec = seal(l.tx, p);
@@ -62,6 +62,40 @@ TEST(Record, RoundTripAndFin) {
   ASSERT_TRUE(st.ok());
   EXPECT_EQ(st->type, RecordType::kFin);
   EXPECT_TRUE(l.rx.finished());
+}
+
+// Version 2: after a FIN, the side that sent it still acknowledges (ACK) or
+// fails (ERROR); DATA, FIN and RESUME are over.
+TEST(Record, Version2AcksAfterFin) {
+  auto l = make_link(wire::kVersion2);
+  auto d = seal(l.tx, pattern(100, 3));
+  ASSERT_TRUE(l.rx.open(d.data(), d.size()).ok());
+  auto f = fin(l.tx);
+  auto st = l.rx.open(f.data(), f.size());
+  ASSERT_TRUE(st.ok());
+  EXPECT_EQ(st->type, RecordType::kFin);
+  EXPECT_TRUE(l.rx.fin_received());
+  EXPECT_FALSE(l.rx.finished());
+  std::vector<uint8_t> buf(wire::kRecordOverhead + 16);
+  EXPECT_EQ(l.tx.seal_data(buf.data() + 16, 8, buf.data(), buf.data() + 24).error().code, ErrorCode::kDataAfterFin);
+  EXPECT_EQ(l.tx.seal_data_from(buf.data(), 8, buf.data() + 8).error().code, ErrorCode::kDataAfterFin);
+  uint8_t pos[wire::kAckRecordSize];
+  EXPECT_EQ(l.tx.seal_position(RecordType::kResume, 1, pos).error().code, ErrorCode::kDataAfterFin);
+  uint8_t f2[wire::kFinRecordSize];
+  EXPECT_EQ(l.tx.seal_fin(f2).error().code, ErrorCode::kDataAfterFin);
+  for (uint64_t p : {uint64_t(7), uint64_t(9)}) {
+    ASSERT_TRUE(l.tx.seal_position(RecordType::kAck, p, pos).ok());
+    auto a = l.rx.open(pos, sizeof pos);
+    ASSERT_TRUE(a.ok()) << a.error().message();
+    EXPECT_EQ(a->type, RecordType::kAck);
+    EXPECT_EQ(a->position, p);
+  }
+  EXPECT_EQ(l.rx.open(pos, 0)->consumed, 0u);  // nothing more yet is no error
+  uint8_t err[wire::kMaxErrorRecordSize];
+  size_t n = 0;
+  ASSERT_TRUE(l.tx.seal_error(ErrorCode::kIo, "late", err, &n).ok());
+  EXPECT_EQ(l.rx.open(err, n).error().code, ErrorCode::kPeerError);
+  EXPECT_TRUE(l.tx.finished());
 }
 
 TEST(Record, CiphertextHidesPlaintext) {
@@ -219,8 +253,8 @@ TEST(Record, DirectionsDoNotMix) {
 }
 
 TEST(Record, FinRules) {
-  {  // data after FIN
-    auto l = make_link();
+  {  // data after FIN (version 1: nothing may follow)
+    auto l = make_link(wire::kVersion1);
     auto f = fin(l.tx);
     ASSERT_TRUE(l.rx.open(f.data(), f.size()).ok());
     uint8_t junk[20] = {1};

@@ -48,8 +48,20 @@ TEST(Wire, RecordHeaderLimits) {
     uint8_t raw[kRecordHeaderSize] = {};
     raw[0] = r.type;
     put32(raw + 4, r.len);
-    auto h = decode_record_header(raw);
+    auto h = decode_record_header(raw, kVersion1);
     EXPECT_EQ(h.ok() ? ErrorCode::kOk : h.error().code, r.want) << int(r.type) << " " << r.len;
+  }
+  // Version 2 adds ACK (4) and RESUME (5), each with an 8-byte position.
+  Row v2rows[] = {
+      {4, 8, ErrorCode::kOk},   {5, 8, ErrorCode::kOk},           {4, 7, ErrorCode::kRecordTooLarge},
+      {5, 9, ErrorCode::kRecordTooLarge}, {6, 8, ErrorCode::kBadRecordType}, {1, 1, ErrorCode::kOk},
+  };
+  for (const auto& r : v2rows) {
+    uint8_t raw[kRecordHeaderSize] = {};
+    raw[0] = r.type;
+    put32(raw + 4, r.len);
+    auto h = decode_record_header(raw, kVersion2);
+    EXPECT_EQ(h.ok() ? ErrorCode::kOk : h.error().code, r.want) << "v2 " << int(r.type) << " " << r.len;
   }
   uint8_t raw[kRecordHeaderSize] = {1, 1, 0, 0, 0, 0, 0, 1};
   EXPECT_EQ(decode_record_header(raw).error().code, ErrorCode::kBadReserved);

@@ -29,6 +29,15 @@ static const char kUsage[] =
     "                        (default 60; 0 = never)\n"
     "  --arm-timeout S       cancel a migration armed and unused for S seconds (default 600)\n"
     "  --max-migrations N    migrations armed at once (default 64)\n"
+    "  --protocol N          newest protocol version to speak: 2 (default; streams resume after\n"
+    "                        a broken connection) or 1\n"
+    "  --outage-budget S     how long a stream may go without a connection before the migration\n"
+    "                        fails (default 60)\n"
+    "  --keepalive-timeout MS  nothing from the peer for this long: the connection is broken and\n"
+    "                        the stream resumes on a new one (default 5000)\n"
+    "  --max-window BYTES    unacknowledged data per stream, at most (default 268435456); the\n"
+    "                        window adapts to the bandwidth-delay product below that\n"
+    "  --max-resumes N       a stream resumed N times fails the migration (default 100)\n"
     "  --libvirt URI         libvirt connection watched for key hand-offs (default qemu:///system;\n"
     "                        'none' disables it: QMP-direct use only)\n"
     "  --run-dir DIR         per-migration UNIX sockets (default /run/encmig)\n"
@@ -102,6 +111,17 @@ int main(int argc, char** argv) {
       o.data.timeouts.armed_unused = std::chrono::seconds(number(1, 1 << 24));
     } else if (a == "--max-migrations") {
       o.data.max_migrations = number(1, 4096);
+    } else if (a == "--protocol") {
+      o.data.max_version = uint16_t(number(wire::kMinVersion, wire::kVersion));
+    } else if (a == "--outage-budget") {
+      o.data.link.outage_budget = std::chrono::seconds(number(1, 86400));
+    } else if (a == "--keepalive-timeout") {
+      o.data.link.silence_ms = number(500, 600000);
+      o.data.link.keepalive_ms = std::max(100, o.data.link.silence_ms / 5);
+    } else if (a == "--max-window") {
+      o.data.link.max_window = size_t(number(4 << 20, 1 << 30));
+    } else if (a == "--max-resumes") {
+      o.data.link.max_resumes = number(1, 1000000);
     } else if (a == "--libvirt") {
       o.libvirt_uri = next();
       if (o.libvirt_uri == "none") o.libvirt_uri.clear();

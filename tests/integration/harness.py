@@ -88,20 +88,23 @@ class Env:
         self.procs.append(p)
         return p
 
-    def daemon(self, name, extra=()):
+    def daemon(self, name, extra=(), prefix=(), listen="127.0.0.1:0"):
+        """prefix: e.g. ["ip", "netns", "exec", NS] to run it on another "host"."""
         ctl = self.path(name + ".sock")
         # Confined exactly as the shipped unit confines it.
         from unit_confinement import unit_prefix
-        p = self.spawn(unit_prefix(UNIT) + [ENCMIGD, "--control", ctl, "--listen", "127.0.0.1:0", "--libvirt", "none",
-                                            "--run-dir", self.dir] + list(extra),
+        p = self.spawn(list(prefix) + unit_prefix(UNIT) + [ENCMIGD, "--control", ctl, "--listen", listen, "--libvirt",
+                                                           "none", "--run-dir", self.dir] + list(extra),
                        self.path(name + ".log"))
         q = Qmp(ctl)
         port = q.cmd("query-encmig-capabilities")["data-port"]
         q.close()
         return {"name": name, "proc": p, "ctl": ctl, "port": port, "log": self.path(name + ".log")}
 
-    def qemu(self, name, incoming=False, fill=True, marker=None, marker_offset=100 * MIB, start=True):
-        """start=False: a source QEMU that never ran (-S, runstate prelaunch)."""
+    def qemu(self, name, incoming=False, fill=True, marker=None, marker_offset=100 * MIB, start=True, observer=False):
+        """start=False: a source QEMU that never ran (-S, runstate prelaunch).
+        observer=True: a second monitor (vm["obs"], a path) for the test,
+        while encmig holds the first."""
         mem = os.path.join(self.memdir, name + ".mem")
         if fill:
             # Random RAM, so QEMU cannot skip zero pages.
@@ -117,9 +120,11 @@ class Env:
                     f.write(marker)
         qmp = self.path(name + ".qmp")
         serial = self.path(name + ".serial")
-        argv = qemu_argv(self.mem_mib, mem, [qmp], serial, incoming) + ([] if start or incoming else ["-S"])
+        obs = self.path(name + ".obs.qmp")
+        argv = qemu_argv(self.mem_mib, mem, [qmp] + ([obs] if observer else []), serial, incoming) + \
+            ([] if start or incoming else ["-S"])
         p = self.spawn(argv, self.path(name + ".qemu.log"))
-        vm = {"name": name, "proc": p, "qmp": qmp, "mem": mem, "serial": serial}
+        vm = {"name": name, "proc": p, "qmp": qmp, "mem": mem, "serial": serial, "obs": obs if observer else None}
         if not incoming and start:
             wait_for(lambda: last_ops(serial) > 0, 30, f"{name} guest never ran")
         else:

@@ -7,9 +7,20 @@ import socket, struct, threading
 PREFIX = 64 + 32  # hello + confirm, before the first record
 
 
+def read_exact(sock, n):
+    """Up to n bytes: fewer only if the peer closed first."""
+    out = b""
+    while len(out) < n:
+        d = sock.recv(n - len(out))
+        if not d:
+            break
+        out += d
+    return out
+
+
 class Mitm:
     def __init__(self, target_port, attack=None, at_record=20, marker=None, target_host="127.0.0.1",
-                 listen_host="127.0.0.1", listen_port=0, attack_conn=0, hold_main_s=0):
+                 listen_host="127.0.0.1", listen_port=0, attack_conn=0, hold_main_s=0, record_conn=None):
         self.target = (target_host, target_port)
         self.attack, self.at, self.marker = attack, at_record, marker
         self.attack_conn = attack_conn  # which accepted connection to attack (0 = the first)
@@ -17,6 +28,8 @@ class Mitm:
         self.marker_seen = False
         self.bytes = 0
         self.attacked = False
+        self.record_conn = record_conn  # keep the client's first bytes of that connection, for replay()
+        self.recorded = b""
         self.conn_count = 0
         self.lock = threading.Lock()
         self.ls = socket.socket()
@@ -56,18 +69,18 @@ class Mitm:
                 n = self.conn_count
                 self.conn_count += 1
             attack = self.attack if n == self.attack_conn else None
-            threading.Thread(target=self._pipe, args=(c, s, attack), daemon=True).start()
+            if attack == "alert-version":
+                threading.Thread(target=self._forge_version_alert, args=(c, s), daemon=True).start()
+                continue
+            threading.Thread(target=self._pipe, args=(c, s, attack, n == self.record_conn), daemon=True).start()
             threading.Thread(target=self._pipe, args=(s, c, None), daemon=True).start()
 
     def _held(self, c):
         """Reads the hello; holds the main stream back, so the destination
         sees its multifd channels first."""
-        hello = b""
-        while len(hello) < 64:
-            d = c.recv(64 - len(hello))
-            if not d:
-                return
-            hello += d
+        hello = read_exact(c, 64)
+        if len(hello) < 64:
+            return
         kind, index = hello[6], struct.unpack(">I", hello[8:12])[0]
         if kind == 1 and index == 0:
             import time
@@ -82,6 +95,16 @@ class Mitm:
         threading.Thread(target=self._pipe, args=(c, s, None), daemon=True).start()
         threading.Thread(target=self._pipe, args=(s, c, None), daemon=True).start()
 
+    def _forge_version_alert(self, c, s):
+        """Answers the ClientHello with a forged 'unsupported version' Alert,
+        as if the destination spoke version 1 only."""
+        read_exact(c, 64)
+        text = b"this daemon speaks protocol version 1 at most"
+        c.sendall(b"EMIA" + struct.pack(">HH", 1, 2) + text.ljust(56, b"\0"))
+        self.attacked = True
+        for x in (c, s):
+            x.close()
+
     def _scan(self, tail, data):
         if self.marker is None:
             return tail
@@ -90,7 +113,21 @@ class Mitm:
             self.marker_seen = True
         return window[-(len(self.marker) - 1):]
 
-    def _pipe(self, src, dst, attack):
+    def replay(self, port, host="127.0.0.1"):
+        """Sends the recorded client bytes on a new connection to the
+        server, reads what it answers, and closes."""
+        c = socket.create_connection((host, port))
+        c.settimeout(5)
+        try:
+            c.sendall(self.recorded)
+            while c.recv(4096):
+                pass
+        except OSError:
+            pass
+        finally:
+            c.close()
+
+    def _pipe(self, src, dst, attack, keep=False):
         buf = bytearray()
         tail = b""
         prefix_left = PREFIX
@@ -101,6 +138,8 @@ class Mitm:
                 if not data:
                     break
                 self.bytes += len(data)
+                if keep and len(self.recorded) < 4096:
+                    self.recorded += data[:4096 - len(self.recorded)]
                 tail = self._scan(tail, data)
                 if attack is None:
                     dst.sendall(data)

@@ -158,6 +158,57 @@ def storage():
         hosts.close()
 
 
+
+def storage_flap():
+    """A flap during the storage copy (--copy-storage-all): every packet to
+    the destination's data port is reset for 3 s while the NBD stream is
+    copying; the streams resume, the migration completes, and the disk on the
+    destination holds every byte written on the source."""
+    hosts = TwoHosts()
+    try:
+        a, b = hosts.a, hosts.b
+        a.start_encmigd()
+        b.start_encmigd()
+        # A disk large enough that its copy is still running when the link
+        # breaks (no bandwidth cap: the guest dirties more than a capped
+        # memory migration could ever catch up with).
+        img = "/var/lib/libvirt/images/f.qcow2"
+        a.sh(["qemu-img", "create", "-q", "-f", "qcow2", img, "1G"])
+        a.sh(["qemu-io", "-f", "qcow2", "-c", "write -P 0x5a 0 768M", "-c", "write -P 0xa5 1000M 1M", img])
+        b.sh(["qemu-img", "create", "-q", "-f", "qcow2", img, "1G"])
+        start_guest(a, "f", disk=img)
+        before = serial_ops(a, "f")[0][-1]
+        result = {}
+        t = threading.Thread(target=lambda: result.update(res=encmig(
+            a, "migrate", "--live", "--p2p", "--json", *HANDOFF, "--copy-storage-all", "--encrypted=required",
+            "f", b.uri())))
+        t.start()
+        q = Qmp(f"/proc/{a.holder.pid}/root/run/encmig/encmigd.sock")
+
+        def nbd_bytes():
+            return sum(s["bytes-out"] for m in q.cmd("query-migrations") for s in m["streams"] if s["kind"] == "nbd")
+        wait_for(lambda: nbd_bytes() > 32 << 20, 120, "the storage copy did not start")
+        nbd_at_cut = nbd_bytes()
+        rule = "table inet encmig_outage {\nchain input { type filter hook input priority 0; tcp dport 16520 reject with tcp reset; }\n}\n"
+        subprocess.run(["ip", "netns", "exec", b.ns, "nft", "-f", "-"], input=rule, text=True, check=True)
+        time.sleep(3)
+        subprocess.run(["ip", "netns", "exec", b.ns, "nft", "delete", "table", "inet", "encmig_outage"], check=True)
+        q.close()
+        t.join(300)
+        res = result["res"]
+        assert res.get("result") == "completed" and res["encrypted"] is True, res
+        streams = {s["name"]: s for s in res["source-encmigd"]["status"]["streams"]}
+        assert streams["nbd-0"]["resumes"] >= 1 and nbd_at_cut < streams["nbd-0"]["bytes-out"], (nbd_at_cut, streams)
+        assert_continued(a, b, "f", before)
+        b.virsh("destroy", "f")
+        for pattern, off, n in (("0x5a", 0, "768M"), ("0xa5", "1000M", "1M")):
+            r = b.sh(["qemu-io", "-f", "qcow2", "-c", f"read -P {pattern} {off} {n}", img], check=False)
+            assert r.returncode == 0 and "Pattern verification failed" not in r.stdout, r.stdout + r.stderr
+        assert_no_secrets(hosts)
+    finally:
+        hosts.close()
+
+
 def policy_matrix():
     hosts = TwoHosts()
     try:
@@ -569,6 +620,7 @@ CASES = {
     "libvirt-live-parallel-2": live(2),
     "libvirt-live-parallel-4": live(4),
     "libvirt-storage": storage,
+    "libvirt-storage-flap": storage_flap,
     "libvirt-policy-matrix": policy_matrix,
     "libvirt-tamper": tamper,
     "libvirt-place-and-interrupt": place_and_cleanup,

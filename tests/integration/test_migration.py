@@ -4,14 +4,14 @@ attacks, daemon deaths and concurrency. Usage: test_migration.py [CASE...]"""
 import os, signal, threading, time
 
 from harness import Env, Qmp, check_migrated, files_equal, last_ops, run, snapshot_outside_workset, status, wait_for
-from mitm import Mitm
+from mitm import Mitm, read_exact
 
 MEM = int(os.environ.get("ENCMIG_TEST_MEM_MIB", "256"))
 
 
-def two_hosts(env):
+def two_hosts(env, src_extra=(), dst_extra=()):
     """Two daemons, a running random-filled source and an incoming destination."""
-    sd, dd = env.daemon("src-d"), env.daemon("dst-d")
+    sd, dd = env.daemon("src-d", src_extra), env.daemon("dst-d", dst_extra)
     src, dst = env.qemu("src"), env.qemu("dst", incoming=True, fill=False)
     return sd, dd, src, dst
 
@@ -71,11 +71,14 @@ def retry_succeeds(env, src, sd, dd, name, extra=()):
     check_migrated(env, src, dst2, res)
 
 
-def attack(kind):
+def attack(kind, dst_extra=()):
+    """An attacker on the path rewrites the records of the main stream; a
+    truncation is what a broken connection looks like, so only a version 1
+    peer (dst_extra "--protocol 1") fails on it (see truncate_resumes)."""
     def case():
         env = Env(MEM)
         try:
-            sd, dd, src, dst = two_hosts(env)
+            sd, dd, src, dst = two_hosts(env, dst_extra=dst_extra)
             untouched = snapshot_outside_workset(src["mem"])
             mitm = Mitm(dd["port"], attack=kind, at_record=20)
             res = env.migrate(src, dst, sd, dd, ["--encrypted=required", "--dst-addr", f"127.0.0.1:{mitm.port}"])
@@ -97,6 +100,70 @@ def attack(kind):
             if kind != "truncate":  # the destination told the source why, in an ERROR record
                 assert "peer reported an error" in open(sd["log"]).read(), open(sd["log"]).read()
             retry_succeeds(env, src, sd, dd, "dst2")
+        finally:
+            env.close()
+    return case
+
+
+def truncate_resumes():
+    """Protocol 2: the man in the middle cuts the main stream after record 20
+    (both directions of the first connection); the source reconnects, both
+    daemons agree where the destination QEMU stopped, and the migration
+    completes byte for byte, one resume on each side."""
+    env = Env(MEM)
+    try:
+        sd, dd, src, dst = two_hosts(env)
+        mitm = Mitm(dd["port"], attack="truncate", at_record=20)
+        res = env.migrate(src, dst, sd, dd, ["--encrypted=required", "--dst-addr", f"127.0.0.1:{mitm.port}"])
+        assert mitm.attacked, "the attack never fired"
+        check_migrated(env, src, dst, res)
+        assert "protocol 2" in res["reason"], res
+        done = "migration " + res["migration-id"] + " completed"
+        logs = lambda: open(sd["log"]).read() + open(dd["log"]).read()
+        wait_for(lambda: logs().count(done) == 2, 10, "one 'completed' line per daemon")
+        mitm.close()
+        for side in ("source-encmigd", "destination-encmigd"):
+            main = [s for s in res[side]["streams"] if s["name"] == "main"][0]
+            assert main["resumes"] >= 1, (side, main)
+        assert "stream main: resumed after" in logs(), logs()
+    finally:
+        env.close()
+
+
+def version_downgrade():
+    """An attacker on the path answers the source's first hello with a forged
+    'unsupported version' Alert. encmig told the source daemon what the
+    destination speaks (from the destination's own answer), so this is an
+    attack, not a version 1 peer: the migration fails, the VM stays, and a
+    retry without the attacker completes in version 2."""
+    env = Env(MEM)
+    try:
+        sd, dd, src, dst = two_hosts(env)
+        mitm = Mitm(dd["port"], attack="alert-version")
+        res = env.migrate(src, dst, sd, dd, ["--encrypted=required", "--dst-addr", f"127.0.0.1:{mitm.port}"])
+        mitm.close()
+        assert mitm.attacked, "the attack never fired"
+        assert res["result"] != "completed", res
+        assert status(src) == "running"
+        log = open(sd["log"]).read()
+        assert "unsupported protocol version" in log and "speaks protocol version 1 only" not in log, log
+        retry_succeeds(env, src, sd, dd, "dst2")
+    finally:
+        env.close()
+
+
+def protocol_1_peer(src_version, dst_version):
+    """A version 1 daemon on either side: the migration is encrypted with
+    protocol 1 (no resume), and completes."""
+    def case():
+        env = Env(MEM)
+        try:
+            sd, dd, src, dst = two_hosts(env, ["--protocol", str(src_version)], ["--protocol", str(dst_version)])
+            res = env.migrate(src, dst, sd, dd, ["--encrypted=required", "--parallel", "--parallel-connections", "2"])
+            check_migrated(env, src, dst, res)
+            assert "protocol 1" in res["reason"], res
+            for side in ("source-encmigd", "destination-encmigd"):
+                assert all(s["resumes"] == 0 and s["window"] == 0 for s in res[side]["streams"]), res[side]
         finally:
             env.close()
     return case
@@ -232,12 +299,7 @@ def wrong_key():
         t2.settimeout(5)
         assert len(t2.recv(96)) > 0, "a second hello for the same stream must not fail anything before confirmation"
         t2.sendall(os.urandom(32))
-        reply = b""
-        while len(reply) < 64:
-            chunk = t2.recv(64 - len(reply))
-            if not chunk:
-                break
-            reply += chunk
+        reply = read_exact(t2, 64)
         assert reply[:4] == b"EMIA" and b"key confirmation failed" in reply, reply
         time.sleep(0.3)
         st = b.cmd("query-migrations", id=mid2)[0]
@@ -296,7 +358,11 @@ CASES = {
     "tamper-flip": attack("flip"),
     "tamper-replay": attack("replay"),
     "tamper-drop": attack("drop"),
-    "tamper-truncate": attack("truncate"),
+    "tamper-truncate-v1": attack("truncate", ["--protocol", "1"]),
+    "truncate-resumes": truncate_resumes,
+    "protocol-1-destination": protocol_1_peer(2, 1),
+    "protocol-1-source": protocol_1_peer(1, 2),
+    "attack-version-downgrade": version_downgrade,
     "wrong-key-and-bad-hellos": wrong_key,
     "order-timeout": order_timeout,
     "kill-source-daemon": kill_daemon("source"),
