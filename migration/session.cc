@@ -227,6 +227,12 @@ void Migration::end(bool cancelled, const std::string& reason) {
                   ErrorCode::kCancelled);
     return;
   }
+  // A stream that lost its connection during its last exchange, with both
+  // FINs through, is complete: the link ends it (and closes it) by itself.
+  for (auto& s : streams_)
+    if (s->link && s->state == StreamState::kReconnecting && s->link->settle_at_end())
+      log_line("migration " + id_hex_ + " stream " + s->name +
+               ": both FINs were through when the connection broke; complete at the controller's end");
   if (open_streams_locked() == 0) {
     finish_locked(MigrationState::kCompleted, std::to_string(streams_.size()) + " streams, " + std::to_string(bytes_locked()) +
                                                   " bytes, every stream ended with an authenticated FIN");

@@ -119,6 +119,19 @@ void StreamLink::abort() {
   (void)!::write(wake_.get(), &one, sizeof one);
 }
 
+bool StreamLink::settle_at_end() {
+  std::lock_guard<std::mutex> g(mu_);
+  // Both FINs are through, all our DATA acknowledged; only the ACK of our
+  // FIN (or our ACK of the peer's) was lost with a connection. The
+  // controller has ended the migration (both QEMUs are done): nothing is left
+  // to deliver, and the peer may have closed for good.
+  if (ch_ || failed_ || ended_ || !fin_sent_ || !peer_fin_ || acked_ < sent_) return false;
+  acked_ = sent_ + 1;
+  final_ack_sent_ = true;
+  cv_.notify_all();
+  return true;
+}
+
 void StreamLink::broken(uint64_t gen) {
   std::lock_guard<std::mutex> g(mu_);
   if (gen != gen_ || !ch_) return;
@@ -358,8 +371,8 @@ StreamLink::Outcome StreamLink::receive_loop(Reconnect& reconnect) {
       if (failed_) return {make_error(ErrorCode::kCancelled, "stream aborted"), false};
       ch = ch_;
       gen = gen_;
-      if (ch && done_locked()) {
-        ch->close_gracefully(2000);
+      if (done_locked()) {
+        if (ch) ch->close_gracefully(2000);
         return {};
       }
     }
@@ -480,8 +493,9 @@ StreamLink::Outcome StreamLink::recover(Reconnect& reconnect, uint64_t broken_ge
   };
   if (!reconnect) {  // the server: the client reconnects, resume() installs
     std::unique_lock<std::mutex> l(mu_);
-    bool ok = cv_.wait_for(l, budget_left(), [&] { return failed_ || (ch_ && gen_ != broken_gen); });
+    bool ok = cv_.wait_for(l, budget_left(), [&] { return failed_ || done_locked() || (ch_ && gen_ != broken_gen); });
     if (failed_) return {make_error(ErrorCode::kCancelled, "stream aborted"), false};
+    if (done_locked()) return {};
     if (!ok) return {outage(), true};
     return {};
   }
@@ -490,6 +504,7 @@ StreamLink::Outcome StreamLink::recover(Reconnect& reconnect, uint64_t broken_ge
     {
       std::lock_guard<std::mutex> g(mu_);
       if (failed_) return {make_error(ErrorCode::kCancelled, "stream aborted"), false};
+      if (done_locked()) return {};
       if (counters_.resumes >= uint64_t(o_.max_resumes))
         return {make_error(ErrorCode::kLimit, "stream " + s_.name + " resumed " + std::to_string(o_.max_resumes) +
                                                   " times: giving up"),
@@ -506,7 +521,8 @@ StreamLink::Outcome StreamLink::recover(Reconnect& reconnect, uint64_t broken_ge
       return {r.error(), false};  // the peer refused, or the migration ended: no point retrying
     }
     std::unique_lock<std::mutex> l(mu_);
-    cv_.wait_for(l, std::min(backoff, std::max(budget_left(), std::chrono::milliseconds(0))), [&] { return failed_; });
+    cv_.wait_for(l, std::min(backoff, std::max(budget_left(), std::chrono::milliseconds(0))),
+                 [&] { return failed_ || done_locked(); });
     backoff = std::min(backoff * 2, std::chrono::milliseconds(2000));
   }
 }

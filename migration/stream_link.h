@@ -85,6 +85,11 @@ class StreamLink {
   // Fails the link from outside (the migration failed): unblocks everything.
   void abort();
 
+  // The controller ended the migration while this stream was reconnecting
+  // with both FINs through and only an acknowledgement outstanding: the
+  // stream is complete. Returns whether it was.
+  bool settle_at_end();
+
   struct Counters {
     uint64_t resumes = 0, resent_bytes = 0, window = 0, unacked = 0;
     bool reconnecting = false;

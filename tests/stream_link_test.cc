@@ -207,5 +207,34 @@ TEST(StreamLink, RefusesAResumePositionOutOfRangeAndAResumeAfterTheEnd) {
   EXPECT_EQ(st.error().code, ErrorCode::kResumeRefused);
 }
 
+// The connection breaks after both FINs crossed but before the ACK of the
+// link's FIN came back: the link waits for a resume, until the controller
+// ends the migration; then the stream is complete, not failed.
+TEST(StreamLink, SettlesAtTheEndWhenOnlyAnAckWasLost) {
+  Side dst(MigrationRole::kDestination, fast());
+  auto first = connect_pair();
+  auto peer = std::move(first.client);
+  auto dst_run = std::async(std::launch::async, [&] { return dst.link->run(std::move(first.server), nullptr); });
+  ASSERT_TRUE(peer->send_fin().ok());                    // the source QEMU sent nothing and closed
+  ::shutdown(dst.qemu.get(), SHUT_WR);                   // so did the destination QEMU
+  EncryptedChannel::Batch b;
+  bool peer_fin = false, fin_acked = false;
+  for (int i = 0; i < 50 && !(peer_fin && fin_acked); i++) {
+    auto st = peer->receive(b, 200);
+    if (!st.ok() && st.error().code != ErrorCode::kTimeout) break;
+    peer_fin |= b.fin;
+    fin_acked |= b.ack && b.ack_position == 1;
+  }
+  ASSERT_TRUE(peer_fin && fin_acked);
+  EXPECT_FALSE(dst.link->settle_at_end());  // still connected: nothing to settle
+  ::shutdown(peer->fd(), SHUT_RDWR);        // the ACK of its FIN never goes out
+  peer.reset();
+  for (int i = 0; i < 100 && !dst.link->counters().reconnecting; i++) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  ASSERT_TRUE(dst.link->counters().reconnecting);
+  EXPECT_TRUE(dst.link->settle_at_end());
+  auto d = dst_run.get();
+  EXPECT_TRUE(d.ok()) << d.error().text();
+}
+
 }  // namespace
 }  // namespace encmig
