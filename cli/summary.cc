@@ -22,7 +22,18 @@ void print_summary(const json& s) {
       std::fprintf(stderr, "encmig: the VM is %s on the source\n", str(s, "source-state").c_str());
     return;
   }
-  std::printf("Migration completed %s\n", json_bool(s, "encrypted") ? "ENCRYPTED (AES-256-GCM)" : "UNENCRYPTED");
+  // Which library sealed the records on each side (the wire is the same).
+  auto engine = [&](const char* side) {
+    const json& dm = json_object(s, side);
+    return str(dm.contains("status") ? json_object(dm, "status") : dm, "aead-engine");
+  };
+  std::string se = engine("source-encmigd"), de = engine("destination-encmigd");
+  std::string how = se.empty() && de.empty() ? ""
+                    : se == de || de.empty() ? ", " + se
+                    : se.empty()             ? ", " + de
+                                             : ", " + se + " -> " + de;
+  std::printf("Migration completed %s\n",
+              json_bool(s, "encrypted") ? ("ENCRYPTED (AES-256-GCM" + how + ")").c_str() : "UNENCRYPTED");
   std::printf("  why:         %s\n", str(s, "reason").c_str());
   std::printf("  total time:  %lld ms (setup %lld ms)\n", (long long)json_int(s, "total-time-ms"),
               (long long)json_int(s, "setup-time-ms"));

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cmath>
 
 #include "daemon/arm_request.h"
 #include "migration/log.h"
@@ -39,6 +40,10 @@ Result<std::unique_ptr<Daemon>> Daemon::create(DaemonOptions opts) {
       return make_error(ErrorCode::kPolicy, "the run directory " + d->opts_.run_dir + " must belong to encmigd's user");
     fchmod(dir.get(), 0711);
   }
+  // The AES-GCM engine: proven by known answers, then the fastest (or the pinned one).
+  auto aead = select_aead_engine(d->opts_.aead_engine);
+  if (!aead) return aead.error();
+  d->aead_ = std::move(aead.value());
   // Socket buffers: decided once, and any limit that costs throughput is said once.
   d->sizing_ = size_socket_buffers(d->opts_.data.socket.buffer_bytes);
   // A black-holed connection breaks as soon as the keepalive would notice.
@@ -62,6 +67,9 @@ void Daemon::run() {
            (sizing_.forced ? std::to_string(sizing_.want >> 20) + " MiB (forced)"
                            : "autotuned up to " + std::to_string(sizing_.autotune_rcv_max >> 10) + " KiB"));
   if (!sizing_.note.empty()) log_line("warning: " + sizing_.note);
+  log_line(aead_.describe());
+  for (auto& e : aead_.engines)
+    if (!e.kat_passed) log_line("warning: AES-256-GCM engine " + std::string(aead_engine_name(e.id)) + " not used: " + e.detail);
   qmp_->run();
   data_->stop();
 }
@@ -112,11 +120,25 @@ json Daemon::protocol_versions() const {
   return versions;
 }
 
+json Daemon::aead_engines_json() const {
+  json a = json::array();
+  for (auto& e : aead_.engines) {
+    json j{{"name", aead_engine_name(e.id)}, {"known-answers", e.kat_passed ? "passed" : "failed"}};
+    if (!e.kat_passed) j["error"] = e.detail;
+    if (e.seal_open_mb_s > 0) j["seal-open-mbytes-per-s"] = std::round(e.seal_open_mb_s);
+    a.push_back(j);
+  }
+  return a;
+}
+
 json Daemon::capabilities_json() const {
   return json{{"protocol-versions", protocol_versions()},
               {"resume", opts_.data.max_version >= wire::kVersion2},
               {"outage-budget-ms", opts_.data.link.outage_budget.count()},
               {"ciphers", {"aes-256-gcm"}},
+              {"aead-engine", aead_engine_name(aead_.chosen)},
+              {"aead-engine-pinned", aead_.pinned},
+              {"aead-engines", aead_engines_json()},
               {"data-port", data_->port()},
               {"max-record", wire::kMaxRecordPayload},
               {"socket-buffer", opts_.data.socket.buffer_bytes},

@@ -8,6 +8,7 @@
 #include <memory>
 #include <string>
 
+#include "crypto/aead_select.h"
 #include "daemon/qmp_server.h"
 #include "migration/data_plane.h"
 
@@ -29,6 +30,8 @@ struct DaemonOptions {
   std::string libvirt_uri = "qemu:///system";
   std::string run_dir = "/run/encmig";  // per-migration socket directories
   std::string qemu_group;               // group that may use them ("" = libvirt-qemu if it exists)
+  // AES-256-GCM engine: nullopt = the fastest that passes its known answers.
+  std::optional<AeadEngineId> aead_engine;
 };
 
 class Daemon {
@@ -53,10 +56,12 @@ class Daemon {
   Result<json> command(const std::string& cmd, json& args);
   Result<json> arm(json& args);
   json capabilities_json() const;
+  json aead_engines_json() const;
   json stats_json();
 
   DaemonOptions opts_;
   SocketSizing sizing_;
+  AeadSelection aead_;
   std::unique_ptr<DataPlane> data_;
   std::unique_ptr<QmpServer> qmp_;
   std::atomic<uint64_t> armed_total_{0};

@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <nlohmann/json.hpp>
 
+#include "crypto/aead.h"
 #include "crypto/encoding.h"
 #include "migration/log.h"
 #include "migration/stream_link.h"
@@ -342,6 +343,7 @@ std::string Migration::status_json() const {
   json j{{"id", id_hex_},
          {"role", cfg_.role == MigrationRole::kSource ? "source" : "destination"},
          {"state", state_name(state_)},
+         {"aead-engine", aead_engine_name(Aead::process_engine())},
          {"seconds", secs},
          {"bytes-out", total_out},
          {"bytes-in", total_in},

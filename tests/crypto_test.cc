@@ -5,6 +5,7 @@
 #include <type_traits>
 
 #include "crypto/aead.h"
+#include "crypto/aead_select.h"
 #include "crypto/ct.h"
 #include "crypto/hkdf.h"
 #include "crypto/secret.h"
@@ -71,14 +72,18 @@ TEST(ConstantTime, Equal) {
   EXPECT_TRUE(ct_equal(x, z, 3));
 }
 
-TEST(Aead, NistGcmVectors) {
+// Every engine, the same known answers, the same refusal of every flipped tag
+// bit, the same wiping of a buffer that failed.
+class AeadEngine : public ::testing::TestWithParam<AeadEngineId> {};
+
+TEST_P(AeadEngine, NistGcmVectors) {
   auto cases = load_vectors("aes256gcm_nist.txt");
   ASSERT_EQ(cases.size(), 4u);
   for (auto& c : cases) {
     SCOPED_TRACE(c["name"]);
     auto kb = unhex(c["key"]);
     auto key = Secret::from_bytes(kb);
-    auto aead = Aead::create(key.value());
+    auto aead = Aead::create(key.value(), GetParam());
     ASSERT_TRUE(aead.ok());
     auto iv = unhex(c["iv"]), aad = unhex(c["aad"]), buf = unhex(c["pt"]);
     uint8_t tag[16];
@@ -99,6 +104,61 @@ TEST(Aead, NistGcmVectors) {
       for (uint8_t b : ct) ASSERT_EQ(b, 0);
     }
   }
+}
+
+TEST_P(AeadEngine, PassesItsStartUpKnownAnswers) {
+  EXPECT_TRUE(aead_known_answers(GetParam()).ok());
+  EXPECT_GT(aead_self_benchmark(GetParam(), 5), 0);
+}
+
+TEST_P(AeadEngine, RejectsShortKey) {
+  auto key = Secret::random(16);
+  EXPECT_FALSE(Aead::create(key.value(), GetParam()).ok());
+}
+
+// Each engine's records open with each other engine, in both directions,
+// through the record layer as the relay uses it.
+TEST_P(AeadEngine, InteroperatesWithEveryOtherEngine) {
+  for (AeadEngineId other : kAeadEngines) {
+    SCOPED_TRACE(aead_engine_name(other));
+    auto key = Secret::random(32);
+    auto a = Aead::create(key.value(), GetParam());
+    auto b = Aead::create(key.value(), other);
+    ASSERT_TRUE(a.ok() && b.ok());
+    for (size_t len : {size_t(0), size_t(1), size_t(15), size_t(16), size_t(4096 + 3), size_t(65536)}) {
+      std::vector<uint8_t> pt(len), buf, out(len + 16);
+      for (size_t i = 0; i < len; i++) pt[i] = uint8_t(i * 7 + len);
+      uint8_t nonce[12] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, uint8_t(len)}, aad[16] = {9}, tag[16];
+      buf = pt;
+      ASSERT_TRUE(AeadTestAccess::seal(a.value(), nonce, aad, 16, buf.data(), len, tag).ok());
+      ASSERT_TRUE(AeadTestAccess::open(b.value(), nonce, aad, 16, buf.data(), len, tag).ok());
+      EXPECT_EQ(buf, pt);
+      ASSERT_TRUE(AeadTestAccess::seal(b.value(), nonce, aad, 16, buf.data(), len, tag).ok());
+      ASSERT_TRUE(AeadTestAccess::open(a.value(), nonce, aad, 16, buf.data(), len, tag).ok());
+      EXPECT_EQ(buf, pt);
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Engines, AeadEngine, ::testing::ValuesIn(kAeadEngines),
+                         [](const ::testing::TestParamInfo<AeadEngineId>& i) {
+                           return std::string(aead_engine_name(i.param));
+                         });
+
+TEST(AeadSelect, ChoosesAnEngineThatPassedAndSaysSo) {
+  auto before = Aead::process_engine();
+  auto sel = select_aead_engine(std::nullopt, 2);
+  ASSERT_TRUE(sel.ok());
+  EXPECT_FALSE(sel->pinned);
+  EXPECT_EQ(Aead::process_engine(), sel->chosen);
+  ASSERT_EQ(sel->engines.size(), 3u);
+  for (auto& e : sel->engines) EXPECT_TRUE(e.kat_passed) << e.detail;
+  EXPECT_NE(sel->describe().find(aead_engine_name(sel->chosen)), std::string::npos);
+  auto pinned = select_aead_engine(AeadEngineId::kOpenssl);
+  ASSERT_TRUE(pinned.ok());
+  EXPECT_TRUE(pinned->pinned);
+  EXPECT_EQ(Aead::process_engine(), AeadEngineId::kOpenssl);
+  Aead::set_process_engine(before);
 }
 
 TEST(Aead, RejectsShortKey) {

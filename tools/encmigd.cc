@@ -38,6 +38,8 @@ static const char kUsage[] =
     "  --max-window BYTES    unacknowledged data per stream, at most (default 268435456); the\n"
     "                        window adapts to the bandwidth-delay product below that\n"
     "  --max-resumes N       a stream resumed N times fails the migration (default 100)\n"
+    "  --aead-engine NAME    AES-256-GCM implementation: auto (default: the fastest that passes its\n"
+    "                        known answers), gnutls, libgcrypt or openssl\n"
     "  --libvirt URI         libvirt connection watched for key hand-offs (default qemu:///system;\n"
     "                        'none' disables it: QMP-direct use only)\n"
     "  --run-dir DIR         per-migration UNIX sockets (default /run/encmig)\n"
@@ -122,6 +124,16 @@ int main(int argc, char** argv) {
       o.data.link.max_window = size_t(number(4 << 20, 1 << 30));
     } else if (a == "--max-resumes") {
       o.data.link.max_resumes = number(1, 1000000);
+    } else if (a == "--aead-engine") {
+      std::string n = next();
+      if (n == "auto") {
+        o.aead_engine.reset();
+      } else if (auto id = aead_engine_from_name(n)) {
+        o.aead_engine = *id;
+      } else {
+        std::fprintf(stderr, "encmigd: --aead-engine: unknown engine %s (auto, gnutls, libgcrypt, openssl)\n", n.c_str());
+        return 2;
+      }
     } else if (a == "--libvirt") {
       o.libvirt_uri = next();
       if (o.libvirt_uri == "none") o.libvirt_uri.clear();

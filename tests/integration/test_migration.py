@@ -169,6 +169,28 @@ def protocol_1_peer(src_version, dst_version):
     return case
 
 
+def engines_interoperate(src_engine, dst_engine):
+    """Two daemons pinned to different AES-256-GCM libraries: the records one
+    seals, the other opens, on every stream; each reports its engine."""
+    def case():
+        env = Env(MEM)
+        try:
+            sd, dd, src, dst = two_hosts(env, ["--aead-engine", src_engine], ["--aead-engine", dst_engine])
+            for d, want in ((sd, src_engine), (dd, dst_engine)):
+                q = Qmp(d["ctl"])
+                caps = q.cmd("query-encmig-capabilities")
+                q.close()
+                assert caps["aead-engine"] == want and caps["aead-engine-pinned"] is True, caps
+                assert all(e["known-answers"] == "passed" for e in caps["aead-engines"]), caps
+            res = env.migrate(src, dst, sd, dd, ["--encrypted=required", "--parallel", "--parallel-connections", "2"])
+            check_migrated(env, src, dst, res)
+            assert res["source-encmigd"]["aead-engine"] == src_engine, res["source-encmigd"]
+            assert res["destination-encmigd"]["aead-engine"] == dst_engine, res["destination-encmigd"]
+        finally:
+            env.close()
+    return case
+
+
 def kill_daemon(which):
     def case():
         env = Env(MEM)
@@ -363,6 +385,8 @@ CASES = {
     "protocol-1-destination": protocol_1_peer(2, 1),
     "protocol-1-source": protocol_1_peer(1, 2),
     "attack-version-downgrade": version_downgrade,
+    "engines-libgcrypt-to-openssl": engines_interoperate("libgcrypt", "openssl"),
+    "engines-openssl-to-gnutls": engines_interoperate("openssl", "gnutls"),
     "wrong-key-and-bad-hellos": wrong_key,
     "order-timeout": order_timeout,
     "kill-source-daemon": kill_daemon("source"),
