@@ -40,12 +40,16 @@ from netns import Loopback, Veth, Wan  # noqa: E402,F401
 
 # ---------------------------------------------------------------- contenders
 
-def contender(kind, multifd=0, priority=None):
+def contender(kind, multifd=0, priority=None, engine=None):
+    """engine: pin encmigd's AES-256-GCM engine (--aead-engine); None = its
+    own choice (the fastest that passes its known answers)."""
     label = {"plain": "plain TCP", "tls-x509": "QEMU TLS x509", "tls-psk": "QEMU TLS PSK", "encmig": "encmig"}[kind]
     if kind.startswith("tls"):
         label += " AES-GCM" if priority == "aes-gcm" else " default priority"
+    if engine:
+        label += f" ({engine})"
     label += f", multifd {multifd}" if multifd else ", 1 stream"
-    return {"kind": kind, "multifd": multifd, "priority": priority, "label": label}
+    return {"kind": kind, "multifd": multifd, "priority": priority, "engine": engine, "label": label}
 
 
 def make_tls_material(d):
@@ -141,13 +145,14 @@ class Bench(Env):
         vm["obs"].cmd("migrate-set-capabilities", capabilities=[{"capability": "events", "state": True}])
         return vm
 
-    def bench_daemon(self, topo, side, name):
+    def bench_daemon(self, topo, side, name, extra=()):
         ctl = self.path(name + ".sock")
         if os.path.exists(ctl):
             os.unlink(ctl)
         # Confined exactly as the shipped systemd unit confines it.
         p = self.spawn(topo.prefix(side) + unit_prefix(UNIT) + [ENCMIGD, "--control", ctl, "--listen", f"{topo.addr[side]}:0",
-                                            "--libvirt", "none", "--run-dir", self.dir], self.path(name + ".log"))
+                                            "--libvirt", "none", "--run-dir", self.dir, *extra],
+                       self.path(name + ".log"))
         q = Qmp(ctl)
         port = q.cmd("query-encmig-capabilities")["data-port"]
         q.close()
@@ -227,7 +232,8 @@ def migrate_once(env, topo, c, guest="paused", watch=False, settle_s=0.0, after_
     time.sleep(settle_s)
     daemons = []
     if c["kind"] == "encmig":
-        daemons = [env.bench_daemon(topo, "src", "src-d"), env.bench_daemon(topo, "dst", "dst-d")]
+        extra = ["--aead-engine", c["engine"]] if c.get("engine") else []
+        daemons = [env.bench_daemon(topo, "src", "src-d", extra), env.bench_daemon(topo, "dst", "dst-d", extra)]
     pids = {"src-qemu": src["proc"].pid, "dst-qemu": dst["proc"].pid}
     for d, n in zip(daemons, ("src-encmigd", "dst-encmigd")):
         pids[n] = d["proc"].pid
@@ -309,7 +315,7 @@ def migrate_once(env, topo, c, guest="paused", watch=False, settle_s=0.0, after_
             os.unlink(f)
     gib = (m["bytes"] or 0) / GIB
     cpu = {k: round(after[k] - before[k], 3) for k in pids}
-    row = {"contender": c["label"], "kind": c["kind"], "multifd": c["multifd"], "priority": c["priority"],
+    row = {"contender": c["label"], "kind": c["kind"], "multifd": c["multifd"], "priority": c["priority"], "engine": c.get("engine"),
            "topology": topo.name, "guest": guest, "mem_mib": env.mem_mib, "ok": bool(ok and identical),
            "identical": identical, "error": err if not ok else (None if identical else "RAM differs"),
            "total_ms": m["total_ms"], "downtime_ms": m["downtime_ms"], "setup_ms": m["setup_ms"],

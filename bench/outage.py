@@ -90,8 +90,10 @@ def one(env, topo, kind, outage_at, outage_s):
             ok, err = plain_try(topo, sq, dst)
         if ok:
             break
+        if tries == 1:
+            log(f"{kind}: try 1 failed: {err}")
         env.stop(dst["proc"])
-        if tries > 200 or time.time() - t0 > 600:
+        if tries > 200 or time.time() - t0 > 600 or (kind == "encmig" and "paused due to previous" in str(err)):
             raise RuntimeError(f"{kind}: no success after {tries} tries: {err}")
         time.sleep(0.2)  # the controller notices and tries again
     secs = time.time() - t0

@@ -1,7 +1,7 @@
 #include "migration/channel.h"
 
 #include <netinet/in.h>
-#include <netinet/tcp.h>
+#include <linux/tcp.h>  // tcpi_min_rtt (glibc's tcp_info stops before it)
 #include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -50,10 +50,13 @@ void EncryptedChannel::rebase_sender(uint64_t base) {
   tx_.rebase(base);
 }
 
-uint32_t EncryptedChannel::srtt_us() const {
-  tcp_info ti{};
+uint32_t EncryptedChannel::min_rtt_us() const {
+  struct tcp_info ti {};
   socklen_t len = sizeof ti;
   if (getsockopt(fd_.get(), IPPROTO_TCP, TCP_INFO, &ti, &len) != 0) return 0;
+  if (len >= offsetof(struct tcp_info, tcpi_min_rtt) + sizeof ti.tcpi_min_rtt && ti.tcpi_min_rtt != 0 &&
+      ti.tcpi_min_rtt != ~0u)
+    return ti.tcpi_min_rtt;
   return ti.tcpi_rtt;
 }
 

@@ -92,8 +92,11 @@ class EncryptedChannel {
 
   uint64_t records_sent() const { return tx_.records(); }
   uint64_t records_received() const { return rx_.records(); }
-  // Smoothed RTT of the TCP connection (TCP_INFO), in microseconds; 0 if unknown.
-  uint32_t srtt_us() const;
+  // The path's round trip without queueing: the TCP connection's minimum RTT
+  // (TCP_INFO), in microseconds (the smoothed RTT if the kernel has none); 0
+  // if unknown. The smoothed RTT would include the queue our own window
+  // builds, and a window sized by it would grow the queue further.
+  uint32_t min_rtt_us() const;
 
  private:
   EncryptedChannel() = default;

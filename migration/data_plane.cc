@@ -13,6 +13,9 @@ namespace encmig {
 
 namespace {
 
+// A reconnect's TCP connect, at most (the first connect gets the handshake timeout).
+constexpr int kReconnectConnectMs = 2000;
+
 // Closes a registered stream when its handler leaves, on every path. Declared
 // after whatever owns the peer socket, so it runs first: stream_closed() must
 // forget the socket's number before the socket is closed.
@@ -279,9 +282,10 @@ void DataPlane::handle_outgoing(std::shared_ptr<Migration> mig, std::shared_ptr<
   auto fail = [&](const Error& e) { mig->fail(e.code, s->name, e.message()); };
   mig->attach_link(s, link);
 
-  auto connect = [this, mig, s](uint16_t version, uint32_t flags) -> Result<std::unique_ptr<EncryptedChannel>> {
+  auto connect = [this, mig, s](uint16_t version, uint32_t flags,
+                                int connect_ms) -> Result<std::unique_ptr<EncryptedChannel>> {
     Deadline deadline = deadline_in(o_.acceptor.handshake_timeout_ms);
-    auto tcp = tcp_connect(mig->config().peer, o_.socket, o_.acceptor.handshake_timeout_ms);
+    auto tcp = tcp_connect(mig->config().peer, o_.socket, std::min(connect_ms, o_.acceptor.handshake_timeout_ms));
     if (!tcp) return tcp.error();
     auto secrets = mig->secrets();
     if (!secrets) return secrets.error();
@@ -293,17 +297,22 @@ void DataPlane::handle_outgoing(std::shared_ptr<Migration> mig, std::shared_ptr<
   // misconfiguration, and the stream fails rather than lose resume.
   const uint16_t told = mig->config().peer_protocol;
   uint16_t version = std::min<uint16_t>(told ? told : mig->peer_version(), o_.max_version);
-  auto first = connect(version, 0);
+  const int full = o_.acceptor.handshake_timeout_ms;
+  auto first = connect(version, 0, full);
   if (!first && !told && version > wire::kVersion1 && first.error().code == ErrorCode::kPeerAlert &&
       first.error().detail.find(error_code_name(ErrorCode::kBadVersion)) != std::string::npos) {
     version = wire::kVersion1;  // a version-1 peer: no resume
     mig->set_peer_version(version);
     log_line("migration " + mig->id() + ": the destination speaks protocol version 1 only: streams cannot resume");
-    first = connect(version, 0);
+    first = connect(version, 0, full);
   }
   if (!first) return fail(first.error());
   StreamLink::Reconnect reconnect;
-  if (version >= wire::kVersion2) reconnect = [connect] { return connect(wire::kVersion2, wire::kHelloFlagResume); };
+  // A reconnect's SYN sent into an outage would wait for the kernel's next
+  // SYN retransmission (1, 3, 7 s...) after the path heals: give up on it
+  // after 2 s and send a fresh one.
+  if (version >= wire::kVersion2)
+    reconnect = [connect] { return connect(wire::kVersion2, wire::kHelloFlagResume, kReconnectConnectMs); };
   if (auto st = link->run(std::move(first.value()), reconnect); !st) fail(st.error());
 }
 

@@ -145,8 +145,13 @@ void StreamLink::broken(uint64_t gen) {
 size_t StreamLink::window_locked() const {
   if (!v2()) return SIZE_MAX;
   if (rate_ <= 0) return std::clamp(kInitialWindow, o_.min_window, o_.max_window);
-  // Twice what the peer's QEMU takes in one round trip, plus the ACK granularity.
-  double w = 2 * rate_ * (double(srtt_us_) / 1e6) + 4 * double(kAckEvery);
+  // Four times what the peer's QEMU takes in one round trip of the empty
+  // path, plus the ACK granularity. The loop from our write to its ACK is
+  // longer than that round trip by the queues on the way (TCP keeps up to
+  // about a BDP queued at the bottleneck), so two would stop the window from
+  // growing; four lets it double per round trip. And it bounds what sits in
+  // socket buffers, which a broken connection loses and a resume sends again.
+  double w = 4 * rate_ * (double(rtt_us_) / 1e6) + 4 * double(kAckEvery);
   return std::clamp(size_t(w), o_.min_window, o_.max_window);
 }
 
@@ -157,16 +162,19 @@ void StreamLink::on_ack_locked(uint64_t position, Clock::time_point now) {
     rate_mark_pos_ = acked_;
   }
   double dt = std::chrono::duration<double>(now - rate_mark_).count();
-  if (dt >= 0.02) {
+  // Measured over at least one round trip: ACKs come in bursts (the peer
+  // delivers what queued during a stall at once), and a burst's rate is not
+  // the path's.
+  if (dt >= std::max(0.02, double(rtt_us_) / 1e6)) {
     double inst = double(position - rate_mark_pos_) / dt;
     rate_ = std::max(inst, rate_ * std::exp(-dt));  // keeps a recent peak for about a second
     rate_mark_ = now;
     rate_mark_pos_ = position;
   }
   acked_ = position;
-  if (ch_ && now - srtt_at_ > std::chrono::milliseconds(100)) {
-    srtt_us_ = ch_->srtt_us();
-    srtt_at_ = now;
+  if (ch_ && now - rtt_at_ > std::chrono::milliseconds(100)) {
+    rtt_us_ = ch_->min_rtt_us();
+    rtt_at_ = now;
   }
   cv_.notify_all();
 }
@@ -523,7 +531,9 @@ StreamLink::Outcome StreamLink::recover(Reconnect& reconnect, uint64_t broken_ge
     std::unique_lock<std::mutex> l(mu_);
     cv_.wait_for(l, std::min(backoff, std::max(budget_left(), std::chrono::milliseconds(0))),
                  [&] { return failed_ || done_locked(); });
-    backoff = std::min(backoff * 2, std::chrono::milliseconds(2000));
+    // At most a quarter second between tries: a refused try costs a SYN, and
+    // every second waited after the path heals is a second of migration lost.
+    backoff = std::min(backoff * 2, std::chrono::milliseconds(250));
   }
 }
 

@@ -139,8 +139,8 @@ class StreamLink {
   double rate_ = 0;  // bytes/s the peer's QEMU takes (from ACKs)
   uint64_t rate_mark_pos_ = 0;
   Clock::time_point rate_mark_{};
-  uint32_t srtt_us_ = 0;
-  Clock::time_point srtt_at_{};
+  uint32_t rtt_us_ = 0;
+  Clock::time_point rtt_at_{};
   Counters counters_;
   std::vector<uint8_t> v1buf_;  // version 1: one record, sealed in place
 };
