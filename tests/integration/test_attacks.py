@@ -329,7 +329,14 @@ def stalled_migration_fails():
         res = result["res"]
         assert res["result"] != "completed", res
         assert status(src) == "running"
-        assert any("stalled" in l for l in outcome_lines(dd["log"], res["migration-id"])), open(dd["log"]).read()
+        # Both daemons watch for the stall with the same timeout: either may
+        # be first, and the other then ends by the controller's migration-end
+        # (the destination after its 5 s grace, its QEMU being stopped). One
+        # outcome line each, and the stall named.
+        mid = res["migration-id"]
+        wait_for(lambda: outcome_lines(sd["log"], mid) and outcome_lines(dd["log"], mid), 20, "an outcome line is missing")
+        lines = outcome_lines(sd["log"], mid) + outcome_lines(dd["log"], mid)
+        assert len(lines) == 2 and any("stalled" in l for l in lines), open(sd["log"]).read() + open(dd["log"]).read()
         q.close()
     finally:
         env.close()
