@@ -214,8 +214,7 @@ class LibvirtMigration {
     if (!da) return da.error();
     // What the destination speaks, from its MACed answer: the source daemon
     // then takes no unauthenticated alert for a version-1 peer.
-    if (auto it = da->find("protocol"); it != da->end() && it->is_array() && !it->empty() && it->back().is_number_unsigned())
-      sreq["peer-protocol"] = it->back().get<unsigned>();
+    if (unsigned v = json_newest_version(da.value(), "protocol")) sreq["peer-protocol"] = v;
     auto sa = hand_off_to(src_.get(), src_host_, usage, sreq, sec.value(), "source", src_secret_);
     if (!sa) return sa.error();
     path_ = json_string(sa.value(), "path");

@@ -234,11 +234,9 @@ class DirectMigration {
     dst_caps_ = caps.value();
     auto src_caps = a->execute("query-encmig-capabilities");
     if (!src_caps) return void(reason_ = "source encmigd: " + src_caps.error().message());
-    // Both speak every version up to their newest: the lower of the two is the one used.
-    auto newest = [](const json& c) {
-      const json* v = c.contains("protocol-versions") ? &c["protocol-versions"] : nullptr;
-      return v && v->is_array() && !v->empty() && v->back().is_number_unsigned() ? v->back().get<unsigned>() : 1u;
-    };
+    // Both speak every version up to their newest: the lower of the two is the
+    // one used. A daemon that lists none speaks version 1.
+    auto newest = [](const json& c) { return std::max(1u, json_newest_version(c, "protocol-versions")); };
     dst_protocol_ = newest(dst_caps_);
     reason_ = "both hosts run encmigd (protocol " + std::to_string(std::min(newest(src_caps.value()), dst_protocol_)) +
               ", aes-256-gcm)";

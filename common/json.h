@@ -44,4 +44,15 @@ inline const nlohmann::json& json_object(const nlohmann::json& j, const char* ke
   return it != j.end() && it->is_object() ? *it : empty;
 }
 
+// The newest protocol version in the array `key` (a daemon's
+// "protocol-versions", or a hand-off answer's "protocol"): its last element
+// if that is a version (1..65535), else 0.
+inline unsigned json_newest_version(const nlohmann::json& j, const char* key) {
+  if (!j.is_object()) return 0;
+  auto it = j.find(key);
+  if (it == j.end() || !it->is_array() || it->empty() || !it->back().is_number_unsigned()) return 0;
+  uint64_t v = it->back().get<uint64_t>();
+  return v >= 1 && v <= 0xffff ? unsigned(v) : 0;
+}
+
 }  // namespace encmig

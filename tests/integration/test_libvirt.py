@@ -129,16 +129,29 @@ def live(channels):
     return case
 
 
+def patterned_disk(a, b, img, size, writes):
+    """A qcow2 image of `size` on host a filled with (pattern, offset, length)
+    writes, and an empty one of the same size on host b to copy it into."""
+    a.sh(["qemu-img", "create", "-q", "-f", "qcow2", img, size])
+    a.sh(["qemu-io", "-f", "qcow2", *[x for p, off, n in writes for x in ("-c", f"write -P {p} {off} {n}")], img])
+    b.sh(["qemu-img", "create", "-q", "-f", "qcow2", img, size])
+
+
+def check_disk(b, img, writes):
+    """Every pattern written on the source reads back on host b."""
+    for pattern, off, n in writes:
+        r = b.sh(["qemu-io", "-f", "qcow2", "-c", f"read -P {pattern} {off} {n}", img], check=False)
+        assert r.returncode == 0 and "Pattern verification failed" not in r.stdout, r.stdout + r.stderr
+
+
 def storage():
     hosts = TwoHosts()
     try:
         a, b = hosts.a, hosts.b
         a.start_encmigd()
         b.start_encmigd()
-        img = "/var/lib/libvirt/images/s.qcow2"
-        a.sh(["qemu-img", "create", "-q", "-f", "qcow2", img, "64M"])
-        a.sh(["qemu-io", "-f", "qcow2", "-c", "write -P 0x5a 0 8M", "-c", "write -P 0xa5 32M 1M", img])
-        b.sh(["qemu-img", "create", "-q", "-f", "qcow2", img, "64M"])
+        img, writes = "/var/lib/libvirt/images/s.qcow2", (("0x5a", 0, "8M"), ("0xa5", "32M", "1M"))
+        patterned_disk(a, b, img, "64M", writes)
         start_guest(a, "s", disk=img)
         before = serial_ops(a, "s")[0][-1]
         # Without --p2p: encmig drives libvirt's managed migration itself
@@ -150,9 +163,7 @@ def storage():
         assert "nbd-0" in streams and streams["nbd-0"]["bytes-out"] > 8 << 20, streams
         assert_continued(a, b, "s", before)
         b.virsh("destroy", "s")
-        for pattern, off, n in (("0x5a", 0, "8M"), ("0xa5", "32M", "1M")):
-            r = b.sh(["qemu-io", "-f", "qcow2", "-c", f"read -P {pattern} {off} {n}", img], check=False)
-            assert r.returncode == 0 and "Pattern verification failed" not in r.stdout, r.stdout + r.stderr
+        check_disk(b, img, writes)
         assert_no_secrets(hosts)
     finally:
         hosts.close()
@@ -172,10 +183,8 @@ def storage_flap():
         # A disk large enough that its copy is still running when the link
         # breaks (no bandwidth cap: the guest dirties more than a capped
         # memory migration could ever catch up with).
-        img = "/var/lib/libvirt/images/f.qcow2"
-        a.sh(["qemu-img", "create", "-q", "-f", "qcow2", img, "1G"])
-        a.sh(["qemu-io", "-f", "qcow2", "-c", "write -P 0x5a 0 768M", "-c", "write -P 0xa5 1000M 1M", img])
-        b.sh(["qemu-img", "create", "-q", "-f", "qcow2", img, "1G"])
+        img, writes = "/var/lib/libvirt/images/f.qcow2", (("0x5a", 0, "768M"), ("0xa5", "1000M", "1M"))
+        patterned_disk(a, b, img, "1G", writes)
         start_guest(a, "f", disk=img)
         before = serial_ops(a, "f")[0][-1]
         result = {}
@@ -201,9 +210,7 @@ def storage_flap():
         assert streams["nbd-0"]["resumes"] >= 1 and nbd_at_cut < streams["nbd-0"]["bytes-out"], (nbd_at_cut, streams)
         assert_continued(a, b, "f", before)
         b.virsh("destroy", "f")
-        for pattern, off, n in (("0x5a", 0, "768M"), ("0xa5", "1000M", "1M")):
-            r = b.sh(["qemu-io", "-f", "qcow2", "-c", f"read -P {pattern} {off} {n}", img], check=False)
-            assert r.returncode == 0 and "Pattern verification failed" not in r.stdout, r.stdout + r.stderr
+        check_disk(b, img, writes)
         assert_no_secrets(hosts)
     finally:
         hosts.close()
