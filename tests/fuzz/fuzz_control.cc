@@ -2,13 +2,15 @@
 //  - QMP framing and requests (common/qmp.h), then migration-arm's arguments
 //    (daemon/arm_request.h) for both roles;
 //  - a libvirt hand-off secret's XML and description (common/handoff.h), then
-//    the same parser on the hand-off channel.
+//    the same parser on the hand-off channel;
+//  - what encmig reads from a daemon's answers (common/json.h readers).
 // Nothing may throw or crash, whatever the bytes.
 #include <cstddef>
 #include <cstdint>
 #include <string>
 
 #include "common/handoff.h"
+#include "common/json.h"
 #include "common/qmp.h"
 #include "daemon/arm_request.h"
 
@@ -34,6 +36,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (!j.is_discarded()) {
     (void)parse_arm_request(j, ArmChannel::kHandoff, "/run/encmig", std::string(text.substr(0, 32)));
     (void)secrets_from_value(data, size, {});
+    (void)json_newest_version(j, "protocol-versions");
+    (void)json_newest_version(j, "protocol");
+    (void)json_int(j, "resumes");
+    (void)json_string(json_object(j, "status"), "aead-engine");
   }
   return 0;
 }
