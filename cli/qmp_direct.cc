@@ -268,6 +268,22 @@ class DirectMigration {
 
   // A fresh key, nonce and id; both daemons armed; then both QEMUs pointed at
   // their daemon's UNIX socket.
+  // The source daemon connects to the destination as soon as it is armed
+  // (a version 2 peer): let it finish before QEMU starts, so the TCP and
+  // hello round trips are not part of QEMU's migration (its dirty logging,
+  // its throttling, its bandwidth estimate). libvirt's Prepare phase gives the
+  // same time. Bounded: a daemon still connecting then is waited for by the
+  // stream itself.
+  void await_connections() {
+    const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(3);
+    while (std::chrono::steady_clock::now() < until && !interrupted_.load()) {
+      auto m = sd_->execute("query-migrations", {{"id", id_}});
+      if (!m || !m->is_array() || m->empty()) return;
+      if (json_int(json_object((*m)[0], "connections-made-at-arm"), "pending") == 0) return;
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+  }
+
   Status start_encrypted() {
     auto secrets = MigrationSecrets::generate();
     if (!secrets) return make_error(secrets.error().code, secrets.error().message());
@@ -302,6 +318,7 @@ class DirectMigration {
       cancel_daemons();
       return make_error((ad ? as.error() : ad.error()).code, "arming encmigd: " + (ad ? as.error() : ad.error()).message());
     }
+    await_connections();
     auto m = src_.execute("migrate", {{"uri", "unix:" + src_sock}});
     if (!m) {
       cancel_daemons();

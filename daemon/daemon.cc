@@ -155,6 +155,8 @@ json Daemon::stats_json() {
               {"connections-pending", s.pending},
               {"pre-auth-refused", s.refused},
               {"local-peers-refused", s.local_refused},
+              {"streams-preconnected", s.preconnect_used},
+              {"streams-connected-late", s.preconnect_unused},
               {"probes", s.probes},
               {"failures", s.failures}};
 }
@@ -175,7 +177,14 @@ Result<json> Daemon::command(const std::string& cmd, json& args) {
     // Ask each migration without holding the table's lock: a failing
     // migration holds its own lock while it counts the failure.
     json out = json::array();
-    for (auto& m : data_->list(str_arg(args, "id"))) out.push_back(json::parse(m->status_json()));
+    for (auto& m : data_->list(str_arg(args, "id"))) {
+      json j = json::parse(m->status_json());
+      if (m->config().role == MigrationRole::kSource) {
+        auto c = data_->preconnected(m->id());
+        j["connections-made-at-arm"] = {{"ready", c.ready}, {"pending", c.pending}, {"failed", c.failed}, {"used", c.used}};
+      }
+      out.push_back(std::move(j));
+    }
     return out;
   }
   return make_error(ErrorCode::kCommandNotFound, cmd);

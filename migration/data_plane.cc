@@ -1,6 +1,7 @@
 #include "migration/data_plane.h"
 
 #include <netinet/in.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -120,6 +121,8 @@ DataPlane::Stats DataPlane::stats() {
   s.probes = acceptor_->probes();
   s.pending = acceptor_->pending();
   s.local_refused = local_refused_;
+  s.preconnect_used = preconnect_used_;
+  s.preconnect_unused = preconnect_unused_;
   for (int r = 0; r < HandshakeAcceptor::kRefusalCount; r++)
     s.refused[HandshakeAcceptor::refusal_name(HandshakeAcceptor::Refusal(r))] =
         acceptor_->refused(HandshakeAcceptor::Refusal(r));
@@ -146,6 +149,15 @@ void DataPlane::reaper_loop() {
         dropped.push_back(m);
         return true;
       });
+      for (auto it = preconnected_.begin(); it != preconnected_.end();) {
+        auto m = it->second.mig.lock();
+        if (m && !terminal(m->state())) {
+          ++it;
+          continue;
+        }
+        it->second.conns->close_all();
+        it = preconnected_.erase(it);
+      }
       for (auto it = migrations_.begin(); it != migrations_.end();) {
         auto& m = it->second;
         if (terminal(m->state()) && now - m->ended_at() > o_.timeouts.keep_ended) {
@@ -191,6 +203,9 @@ void DataPlane::handle_authenticated(wire::Hello hello, std::unique_ptr<Encrypte
     }
     return;
   }
+  // The source may have made this connection when its migration was armed,
+  // before its QEMU connected: nothing happens here until the first record.
+  if (!await_first_record(*mig, *ch)) return;
   // The peer proved it holds the key: what it does wrong now is the migration's failure.
   auto stream = mig->add_stream(hello.kind, hello.stream_index, o_.timeouts);
   if (!stream) {
@@ -226,6 +241,22 @@ void DataPlane::handle_authenticated(wire::Hello hello, std::unique_ptr<Encrypte
   if (auto st = link->run(std::move(ch), nullptr); !st) fail(st.error());
 }
 
+// A connection closed (or reset) before its first record was made early and
+// not used: the source connects again for the stream, or the migration ended.
+// Neither is this migration's failure, and no stream was opened for it.
+bool DataPlane::await_first_record(const Migration& mig, const EncryptedChannel& ch) {
+  for (;;) {
+    pollfd pf{ch.fd(), POLLIN, 0};
+    int r = ::poll(&pf, 1, 250);
+    if (r < 0 && errno != EINTR) return false;
+    if (r > 0) {
+      uint8_t b;
+      return ::recv(ch.fd(), &b, 1, MSG_PEEK | MSG_DONTWAIT) == 1;
+    }
+    if (terminal(mig.state())) return false;
+  }
+}
+
 // ---- the source role: QEMU's connections to the local sockets ----
 
 Status DataPlane::listen_local(const std::shared_ptr<Migration>& mig) {
@@ -238,7 +269,65 @@ Status DataPlane::listen_local(const std::shared_ptr<Migration>& mig) {
     mig->add_listener(std::move(l.value()));
     std::thread(&DataPlane::accept_local_loop, this, mig, lfd, kind).detach();
   }
+  // Connect the migration streams now, while QEMU has not yet: only to a
+  // destination the controller says speaks version 2 (which connects to its
+  // QEMU on the first record, not on the handshake).
+  const uint16_t version = std::min<uint16_t>(cfg.peer_protocol, o_.max_version);
+  if (!cfg.listen_path.empty() && version >= wire::kVersion2) {
+    std::weak_ptr<Migration> weak = mig;
+    auto conns = Preconnected::start(uint32_t(std::max(1, cfg.expected_streams)), [this, weak, version](uint32_t index) {
+      auto m = weak.lock();
+      if (!m) return Result<std::unique_ptr<EncryptedChannel>>(make_error(ErrorCode::kCancelled, "the migration ended"));
+      return connect_stream(m, wire::Kind::kMigration, index, version, 0, o_.acceptor.handshake_timeout_ms);
+    });
+    std::lock_guard<std::mutex> g(mu_);
+    preconnected_[mig->id()] = Early{mig, conns};
+  }
   return {};
+}
+
+Preconnected::Counts DataPlane::preconnected(const std::string& id) {
+  std::shared_ptr<Preconnected> conns;
+  {
+    std::lock_guard<std::mutex> g(mu_);
+    auto it = preconnected_.find(id);
+    if (it == preconnected_.end()) return {};
+    conns = it->second.conns;
+  }
+  return conns->counts();
+}
+
+std::unique_ptr<EncryptedChannel> DataPlane::take_preconnected(const Migration& mig, const Stream& s) {
+  if (s.kind != wire::Kind::kMigration) return nullptr;
+  std::shared_ptr<Preconnected> conns;
+  {
+    std::lock_guard<std::mutex> g(mu_);
+    auto it = preconnected_.find(mig.id());
+    if (it == preconnected_.end()) return nullptr;
+    conns = it->second.conns;
+  }
+  std::string why;
+  auto ch = conns->take(s.index, &why);
+  if (ch) {
+    preconnect_used_++;
+  } else if (!why.empty()) {
+    preconnect_unused_++;
+    log_line("migration " + mig.id() + " stream " + s.name + ": the connection made at arm is not used (" + why +
+             "); connecting now");
+  }
+  return ch;
+}
+
+Result<std::unique_ptr<EncryptedChannel>> DataPlane::connect_stream(const std::shared_ptr<Migration>& mig, wire::Kind kind,
+                                                                    uint32_t index, uint16_t version, uint32_t flags,
+                                                                    int connect_ms) {
+  Deadline deadline = deadline_in(o_.acceptor.handshake_timeout_ms);
+  auto tcp = tcp_connect(mig->config().peer, o_.socket, std::min(connect_ms, o_.acceptor.handshake_timeout_ms));
+  if (!tcp) return tcp.error();
+  auto secrets = mig->secrets();
+  if (!secrets) return secrets.error();
+  return client_handshake(std::move(tcp.value()), std::move(secrets.value()), kind, index, stream_name(kind, index),
+                          deadline, version, flags);
 }
 
 void DataPlane::accept_local_loop(std::shared_ptr<Migration> mig, int listen_fd, wire::Kind kind) {
@@ -282,15 +371,8 @@ void DataPlane::handle_outgoing(std::shared_ptr<Migration> mig, std::shared_ptr<
   auto fail = [&](const Error& e) { mig->fail(e.code, s->name, e.message()); };
   mig->attach_link(s, link);
 
-  auto connect = [this, mig, s](uint16_t version, uint32_t flags,
-                                int connect_ms) -> Result<std::unique_ptr<EncryptedChannel>> {
-    Deadline deadline = deadline_in(o_.acceptor.handshake_timeout_ms);
-    auto tcp = tcp_connect(mig->config().peer, o_.socket, std::min(connect_ms, o_.acceptor.handshake_timeout_ms));
-    if (!tcp) return tcp.error();
-    auto secrets = mig->secrets();
-    if (!secrets) return secrets.error();
-    return client_handshake(std::move(tcp.value()), std::move(secrets.value()), s->kind, s->index, s->name, deadline,
-                            version, flags);
+  auto connect = [this, mig, s](uint16_t version, uint32_t flags, int connect_ms) {
+    return connect_stream(mig, s->kind, s->index, version, flags, connect_ms);
   };
   // The controller may have told us what the peer speaks (from the peer's
   // authenticated answer): then an "unsupported version" alert is forged or a
@@ -298,7 +380,8 @@ void DataPlane::handle_outgoing(std::shared_ptr<Migration> mig, std::shared_ptr<
   const uint16_t told = mig->config().peer_protocol;
   uint16_t version = std::min<uint16_t>(told ? told : mig->peer_version(), o_.max_version);
   const int full = o_.acceptor.handshake_timeout_ms;
-  auto first = connect(version, 0, full);
+  Result<std::unique_ptr<EncryptedChannel>> first = take_preconnected(*mig, *s);
+  if (!first.value()) first = connect(version, 0, full);
   if (!first && !told && version > wire::kVersion1 && first.error().code == ErrorCode::kPeerAlert &&
       first.error().detail.find(error_code_name(ErrorCode::kBadVersion)) != std::string::npos) {
     version = wire::kVersion1;  // a version-1 peer: no resume

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "migration/handshake_io.h"
+#include "migration/preconnect.h"
 #include "migration/stream_link.h"
 #include "migration/session.h"
 #include "migration/socket.h"
@@ -55,10 +56,16 @@ class DataPlane {
   // every connection QEMU makes there to the peer daemon.
   Status listen_local(const std::shared_ptr<Migration>& m);
 
+  // Source: the connections made when `id` was armed (none: all zero).
+  Preconnected::Counts preconnected(const std::string& id);
+
   // Counters for query-stats.
   void count_failure(ErrorCode code);
   struct Stats {
     uint64_t rejected_connections = 0, probes = 0, local_refused = 0;
+    // Source: streams that used a connection made at arm, and those that
+    // could not (it failed, went stale or was closed) and connected late.
+    uint64_t preconnect_used = 0, preconnect_unused = 0;
     size_t open = 0, pending = 0;
     std::map<std::string, uint64_t> failures;  // migrations failed, by error name
     std::map<std::string, uint64_t> refused;   // unauthenticated connections refused, by class
@@ -71,6 +78,11 @@ class DataPlane {
   void handle_authenticated(wire::Hello hello, std::unique_ptr<EncryptedChannel> ch, std::string from);
   void accept_local_loop(std::shared_ptr<Migration> mig, int listen_fd, wire::Kind kind);
   void handle_outgoing(std::shared_ptr<Migration> mig, std::shared_ptr<Stream> stream);
+  Result<std::unique_ptr<EncryptedChannel>> connect_stream(const std::shared_ptr<Migration>& mig, wire::Kind kind,
+                                                           uint32_t index, uint16_t version, uint32_t flags,
+                                                           int connect_ms);
+  std::unique_ptr<EncryptedChannel> take_preconnected(const Migration& mig, const Stream& s);
+  bool await_first_record(const Migration& mig, const EncryptedChannel& ch);
   void reaper_loop();
 
   DataPlaneOptions o_;
@@ -79,8 +91,13 @@ class DataPlane {
   std::mutex mu_;
   std::map<std::string, std::shared_ptr<Migration>> migrations_;
   std::vector<std::shared_ptr<Migration>> retired_;
+  struct Early {
+    std::weak_ptr<Migration> mig;
+    std::shared_ptr<Preconnected> conns;
+  };
+  std::map<std::string, Early> preconnected_;  // source: connections made at arm, by migration id
   std::map<std::string, uint64_t> failures_;
-  std::atomic<uint64_t> local_refused_{0};
+  std::atomic<uint64_t> local_refused_{0}, preconnect_used_{0}, preconnect_unused_{0};
   std::atomic<bool> stop_{false};
   RateLimitedLog log_;
 };

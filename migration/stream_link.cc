@@ -43,12 +43,17 @@ bool resumable(ErrorCode c) { return c == ErrorCode::kTruncated || c == ErrorCod
 
 uint8_t* ResendBuffer::reserve(size_t max, size_t* len) {
   if (chunks_.empty() || tail_fill_ == kChunk) {
-    chunks_.emplace_back(kChunk);
+    if (spares_.empty()) {
+      chunks_.emplace_back(new uint8_t[kChunk]);
+    } else {
+      chunks_.push_back(std::move(spares_.back()));
+      spares_.pop_back();
+    }
     tail_fill_ = 0;
     if (chunks_.size() == 1) head_off_ = 0;
   }
   *len = std::min(max, kChunk - tail_fill_);
-  return chunks_.back().data() + tail_fill_;
+  return chunks_.back().get() + tail_fill_;
 }
 
 void ResendBuffer::commit(size_t n) {
@@ -65,9 +70,11 @@ void ResendBuffer::release_to(uint64_t position) {
     head_off_ += drop;
     if (head_off_ < head_end) break;
     if (chunks_.size() > 1) {
+      if (spares_.size() < kSpares) spares_.push_back(std::move(chunks_.front()));
       chunks_.pop_front();
       head_off_ = 0;
     } else if (tail_fill_ == kChunk) {  // the last chunk, full and all released
+      if (spares_.size() < kSpares) spares_.push_back(std::move(chunks_.front()));
       chunks_.clear();
       tail_fill_ = head_off_ = 0;
     } else {
@@ -86,7 +93,7 @@ void ResendBuffer::for_each_from(uint64_t from, Fn fn) const {
     uint64_t piece_end = pos + (stop - start);
     if (piece_end > from) {
       size_t skip = from > pos ? size_t(from - pos) : 0;
-      fn(chunks_[i].data() + start + skip, stop - start - skip);
+      fn(chunks_[i].get() + start + skip, stop - start - skip);
     }
     pos = piece_end;
   }

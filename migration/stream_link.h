@@ -40,6 +40,8 @@ struct LinkOptions {
 
 // Plaintext sent but not yet acknowledged, in 1 MiB chunks, addressed by
 // stream position (DATA payload bytes since the start of the stream).
+// Released chunks are kept for reuse (up to kSpares): a fresh chunk costs
+// page faults and zeroing, a reused one is still in the cache.
 class ResendBuffer {
  public:
   // Space for the next read: contiguous, at most `max` bytes.
@@ -55,7 +57,10 @@ class ResendBuffer {
 
  private:
   static constexpr size_t kChunk = 1 << 20;
-  std::deque<std::vector<uint8_t>> chunks_;  // chunks_[0] starts at begin_ - head_off_
+  static constexpr size_t kSpares = 8;
+  using Chunk = std::unique_ptr<uint8_t[]>;  // uninitialized: every byte is read into before it is sent
+  std::deque<Chunk> chunks_;                 // chunks_[0] starts at begin_ - head_off_
+  std::vector<Chunk> spares_;
   size_t head_off_ = 0;                      // offset of begin_ in chunks_[0]
   size_t tail_fill_ = 0;                     // bytes used in chunks_.back()
   uint64_t begin_ = 0, end_ = 0;

@@ -23,7 +23,7 @@ class Mitm:
                  listen_host="127.0.0.1", listen_port=0, attack_conn=0, hold_main_s=0, record_conn=None):
         self.target = (target_host, target_port)
         self.attack, self.at, self.marker = attack, at_record, marker
-        self.attack_conn = attack_conn  # which accepted connection to attack (0 = the first)
+        self.attack_conn = attack_conn  # which accepted connection to attack (0 = the first, -1 = every one)
         self.hold_main_s = hold_main_s  # delay the main stream (kind 1, index 0) this long
         self.marker_seen = False
         self.bytes = 0
@@ -31,6 +31,7 @@ class Mitm:
         self.record_conn = record_conn  # keep the client's first bytes of that connection, for replay()
         self.recorded = b""
         self.conn_count = 0
+        self.client_bytes = {}  # connection number -> bytes the client sent on it
         self.lock = threading.Lock()
         self.ls = socket.socket()
         self.ls.bind((listen_host, listen_port))
@@ -68,11 +69,11 @@ class Mitm:
             with self.lock:
                 n = self.conn_count
                 self.conn_count += 1
-            attack = self.attack if n == self.attack_conn else None
+            attack = self.attack if self.attack_conn in (n, -1) else None
             if attack == "alert-version":
                 threading.Thread(target=self._forge_version_alert, args=(c, s), daemon=True).start()
                 continue
-            threading.Thread(target=self._pipe, args=(c, s, attack, n == self.record_conn), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(c, s, attack, n == self.record_conn, n), daemon=True).start()
             threading.Thread(target=self._pipe, args=(s, c, None), daemon=True).start()
 
     def _held(self, c):
@@ -127,7 +128,7 @@ class Mitm:
         finally:
             c.close()
 
-    def _pipe(self, src, dst, attack, keep=False):
+    def _pipe(self, src, dst, attack, keep=False, conn=None):
         buf = bytearray()
         tail = b""
         prefix_left = PREFIX
@@ -138,6 +139,9 @@ class Mitm:
                 if not data:
                     break
                 self.bytes += len(data)
+                if conn is not None:
+                    with self.lock:
+                        self.client_bytes[conn] = self.client_bytes.get(conn, 0) + len(data)
                 if keep and len(self.recorded) < 4096:
                     self.recorded += data[:4096 - len(self.recorded)]
                 tail = self._scan(tail, data)

@@ -426,7 +426,12 @@ def handoff_tampering():
                 assert "falling back" not in err and res["encrypted"] is False, (variant, res, err)
             assert running_on(a, "h") and not running_on(b, "h"), variant
             assert_no_secrets(hosts)
-        assert evil.bytes == 0 or evil.conn_count <= 1, "VM data reached the attacker's address"
+        # The source daemon may reach the address it was given (its probe, and
+        # the connections it makes at arm), but sends no record there: nothing
+        # beyond a hello and a key confirmation on any connection.
+        from mitm import PREFIX
+        assert all(n <= PREFIX for n in evil.client_bytes.values()), ("VM data reached the attacker's address",
+                                                                      evil.client_bytes)
         evil.close()
         assert "hand-off request refused" in a.encmigd_log(), a.encmigd_log()
         # Untouched, the same migration goes through.
@@ -588,7 +593,9 @@ except OSError as e:
     out.append("conn:" + str(e))
 print(" ".join(out))
 """
-        r = a.sh(["setpriv", "--reuid=libvirt-qemu", "--regid=libvirt-qemu", "--init-groups", "python3", "-c", script])
+        # The system's interpreter: one under root's home may not be executable for libvirt-qemu.
+        py = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else "python3"
+        r = a.sh(["setpriv", "--reuid=libvirt-qemu", "--regid=libvirt-qemu", "--init-groups", py, "-c", script])
         out = r.stdout.strip()
         assert "unlinked" not in out and "listed" not in out, out
         assert "read:b''" in out or "conn:" in out, out

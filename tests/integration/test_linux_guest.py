@@ -131,9 +131,12 @@ def postcopy():
         # This guest's RAM is mostly zero pages: its first pass is short and
         # could end the migration in precopy before encmig switches. A 1 ms
         # downtime limit in QEMU keeps precopy from converging.
+        # libvirt refuses monitor commands while its migration job runs: once
+        # the job is on, the limit goes through libvirt's own call.
         while t.is_alive():
             a.virsh("qemu-monitor-command", "p", json.dumps({"execute": "migrate-set-parameters",
                                                             "arguments": {"downtime-limit": 1}}), check=False)
+            a.virsh("migrate-setmaxdowntime", "p", "1", check=False)
             time.sleep(0.05)
         t.join(600)
         res = result["res"]

@@ -28,6 +28,11 @@ def encrypted(channels):
             streams = res["source-encmigd"]["streams"]
             assert len(streams) == 1 + channels, streams
             assert sorted(s["name"] for s in streams) == sorted(["main"] + [f"multifd-{i}" for i in range(channels)])
+            # Every stream used the connection the source daemon made at arm.
+            q = Qmp(sd["ctl"])
+            stats = q.cmd("query-stats")
+            q.close()
+            assert stats["streams-preconnected"] == 1 + channels and stats["streams-connected-late"] == 0, stats
         finally:
             env.close()
     return case
@@ -139,7 +144,7 @@ def version_downgrade():
     env = Env(MEM)
     try:
         sd, dd, src, dst = two_hosts(env)
-        mitm = Mitm(dd["port"], attack="alert-version")
+        mitm = Mitm(dd["port"], attack="alert-version", attack_conn=-1)  # every connection: made at arm, and again
         res = env.migrate(src, dst, sd, dd, ["--encrypted=required", "--dst-addr", f"127.0.0.1:{mitm.port}"])
         mitm.close()
         assert mitm.attacked, "the attack never fired"
@@ -148,6 +153,85 @@ def version_downgrade():
         log = open(sd["log"]).read()
         assert "unsupported protocol version" in log and "speaks protocol version 1 only" not in log, log
         retry_succeeds(env, src, sd, dd, "dst2")
+    finally:
+        env.close()
+
+
+def daemons_and_fake_qemu(env):
+    """Two daemons, a QMP client to each, and a listening UNIX socket in place
+    of the destination QEMU (accept() times out after 0.5 s)."""
+    import socket
+    sd, dd = env.daemon("src-d"), env.daemon("dst-d")
+    qemu_path = env.path("fake-qemu.sock")
+    fake = socket.socket(socket.AF_UNIX)
+    fake.bind(qemu_path)
+    fake.listen(4)
+    fake.settimeout(0.5)
+    return sd, dd, Qmp(sd["ctl"]), Qmp(dd["ctl"]), qemu_path, fake
+
+
+def preconnect_forged_alert():
+    """The connection the source daemon makes when the migration is armed
+    gets a forged 'unsupported version' alert from the path. The stream does
+    not use it, does not fall back to version 1, and connects again when QEMU
+    does: the migration completes in version 2, counted and logged."""
+    env = Env(MEM)
+    try:
+        sd, dd, src, dst = two_hosts(env)
+        mitm = Mitm(dd["port"], attack="alert-version")  # the first connection only
+        res = env.migrate(src, dst, sd, dd, ["--encrypted=required", "--dst-addr", f"127.0.0.1:{mitm.port}"])
+        mitm.close()
+        assert mitm.attacked, "the attack never fired"
+        check_migrated(env, src, dst, res)
+        assert "protocol 2" in res["reason"], res
+        q = Qmp(sd["ctl"])
+        stats = q.cmd("query-stats")
+        q.close()
+        assert stats["streams-preconnected"] == 0 and stats["streams-connected-late"] == 1, stats
+        log = open(sd["log"]).read()
+        assert "stream main: the connection made at arm is not used" in log and "unsupported protocol version" in log, log
+        assert "speaks protocol version 1 only" not in log, log
+    finally:
+        env.close()
+
+
+def preconnect_unused():
+    """Connections made at arm that are never used: the destination does not
+    connect to its QEMU for them, opens no stream, and fails nothing when the
+    source cancels and closes them; a second migration after them runs."""
+    import base64, socket
+    env = Env(64)
+    try:
+        sd, dd, a, b, qemu_path, fake = daemons_and_fake_qemu(env)
+        mid, nonce = os.urandom(16).hex(), os.urandom(8).hex()
+        key = base64.b64encode(os.urandom(32)).decode()
+        b.cmd("migration-arm", id=mid, role="destination", key=key, nonce=nonce, streams=3, **{"qemu-path": qemu_path})
+        a.cmd("migration-arm", id=mid, role="source", key=key, nonce=nonce, streams=3, peer=f"127.0.0.1:{dd['port']}",
+              **{"peer-protocol": 2, "listen-path": env.path("src.sock")})
+        # Three connections made and confirmed: the destination holds them.
+        wait_for(lambda: len([l for l in open("/proc/net/tcp").read().splitlines()[1:]
+                              if l.split()[3] == "01" and int(l.split()[2].split(":")[1], 16) == dd["port"]]) == 3,
+                 10, "three connections made at arm")
+        try:
+            fake.accept()
+            raise AssertionError("the destination connected to QEMU before any record")
+        except socket.timeout:
+            pass
+        assert b.cmd("query-migrations", id=mid)[0]["streams"] == []
+        a.cmd("migration-cancel", id=mid)
+        time.sleep(1.5)  # the source's reaper closes them; the destination sees them close
+        st = b.cmd("query-migrations", id=mid)[0]
+        assert st["state"] == "armed" and not st.get("error") and st["streams"] == [], st
+        assert b.cmd("query-stats")["failures"] == {}, b.cmd("query-stats")
+        try:
+            fake.accept()
+            raise AssertionError("the destination connected to QEMU for a connection never used")
+        except socket.timeout:
+            pass
+        b.cmd("migration-end", id=mid)
+        log = open(dd["log"]).read()
+        assert f"migration {mid} failed" not in log, log
+        assert dd["proc"].poll() is None and sd["proc"].poll() is None
     finally:
         env.close()
 
@@ -253,15 +337,9 @@ def wrong_key():
     import base64, socket
     env = Env(64)
     try:
-        sd, dd = env.daemon("src-d"), env.daemon("dst-d")
+        sd, dd, a, b, qemu_path, fake = daemons_and_fake_qemu(env)
         mid = os.urandom(16).hex()
         nonce = os.urandom(8).hex()
-        qemu_path = env.path("fake-qemu.sock")
-        fake = socket.socket(socket.AF_UNIX)
-        fake.bind(qemu_path)
-        fake.listen(4)
-        fake.settimeout(0.5)
-        a, b = Qmp(sd["ctl"]), Qmp(dd["ctl"])
         b.cmd("migration-arm", id=mid, role="destination", key=base64.b64encode(os.urandom(32)).decode(), nonce=nonce,
               **{"qemu-path": qemu_path})
         a.cmd("migration-arm", id=mid, role="source", key=base64.b64encode(os.urandom(32)).decode(), nonce=nonce,
@@ -385,6 +463,8 @@ CASES = {
     "protocol-1-destination": protocol_1_peer(2, 1),
     "protocol-1-source": protocol_1_peer(1, 2),
     "attack-version-downgrade": version_downgrade,
+    "preconnect-forged-alert": preconnect_forged_alert,
+    "preconnect-unused": preconnect_unused,
     "engines-libgcrypt-to-openssl": engines_interoperate("libgcrypt", "openssl"),
     "engines-openssl-to-gnutls": engines_interoperate("openssl", "gnutls"),
     "wrong-key-and-bad-hellos": wrong_key,
