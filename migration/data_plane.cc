@@ -194,18 +194,28 @@ void DataPlane::handle_authenticated(wire::Hello hello, std::unique_ptr<Encrypte
   // takes the new connection; nothing else changes.
   if (hello.flags & wire::kHelloFlagResume) {
     auto link = mig->find_link(hello.kind, hello.stream_index);
-    auto st = link ? link->resume(std::move(ch))
-                   : Status(make_error(ErrorCode::kResumeRefused, "no stream " + sname + " to resume"));
+    Status st;
+    if (link) {
+      st = link->resume(std::move(ch));
+    } else if (hello.kind == wire::Kind::kMigration && !mig->has_stream(hello.kind, hello.stream_index) &&
+               !terminal(mig->state())) {
+      // The stream's first connection (made at arm) broke before a record
+      // reached us: nothing was delivered either way, so the stream starts
+      // on this one, at position 0, as a new stream.
+      st = start_at_resume(*ch);
+    } else {
+      st = make_error(ErrorCode::kResumeRefused, "no stream " + sname + " to resume");
+    }
     if (!st) {
       log_.log("resume-refused", "migration " + mig->id() + " stream " + sname + ": resume from " + from +
                                      " refused: " + st.error().text());
       if (ch && ch->send_error(ErrorCode::kResumeRefused, st.error().text())) ch->linger(200);
     }
-    return;
+    if (!ch || !st) return;
   }
   // The source may have made this connection when its migration was armed,
   // before its QEMU connected: nothing happens here until the first record.
-  if (!await_first_record(*mig, *ch)) return;
+  if (!await_first_record(*mig, hello, *ch)) return;
   // The peer proved it holds the key: what it does wrong now is the migration's failure.
   auto stream = mig->add_stream(hello.kind, hello.stream_index, o_.timeouts);
   if (!stream) {
@@ -244,31 +254,56 @@ void DataPlane::handle_authenticated(wire::Hello hello, std::unique_ptr<Encrypte
 // A connection closed (or reset) before its first record was made early and
 // not used: the source connects again for the stream, or the migration ended.
 // Neither is this migration's failure, and no stream was opened for it.
-bool DataPlane::await_first_record(const Migration& mig, const EncryptedChannel& ch) {
+// Only version 2 migration streams wait: a version 1 source connects when
+// its QEMU does, and on NBD the server (our QEMU) speaks first. At most one
+// connection per stream waits: a newer one for the same stream (the source
+// gave up on the first, found closed or too old) replaces it. A stream index
+// beyond those armed goes on at once, to be refused as before.
+bool DataPlane::await_first_record(const Migration& mig, const wire::Hello& hello, const EncryptedChannel& ch) {
+  const int expected = mig.config().expected_streams;
+  if (hello.kind != wire::Kind::kMigration || ch.version() < wire::kVersion2 ||
+      (expected > 0 && hello.stream_index >= uint32_t(expected)))
+    return true;
+  const auto key = std::make_pair(mig.id(), hello.stream_index);
+  uint64_t mine;
+  {
+    std::lock_guard<std::mutex> g(mu_);
+    mine = awaiting_[key] = ++awaiting_gen_;
+  }
+  bool got = false;
   for (;;) {
     pollfd pf{ch.fd(), POLLIN, 0};
     int r = ::poll(&pf, 1, 250);
-    if (r < 0 && errno != EINTR) return false;
+    if (r < 0 && errno != EINTR) break;
     if (r > 0) {
       uint8_t b;
-      return ::recv(ch.fd(), &b, 1, MSG_PEEK | MSG_DONTWAIT) == 1;
+      got = ::recv(ch.fd(), &b, 1, MSG_PEEK | MSG_DONTWAIT) == 1;
+      break;
     }
-    if (terminal(mig.state())) return false;
+    if (terminal(mig.state())) break;
+    std::lock_guard<std::mutex> g(mu_);
+    if (awaiting_[key] != mine) break;  // replaced by a newer connection for this stream
   }
+  std::lock_guard<std::mutex> g(mu_);
+  if (awaiting_[key] != mine) return false;
+  awaiting_.erase(key);
+  return got;
+}
+
+// The peer's RESUME must say it has nothing of ours (we never sent a byte on
+// this stream); ours says the same. Then DATA starts at position 0.
+Status DataPlane::start_at_resume(EncryptedChannel& ch) {
+  EncryptedChannel::Batch b;
+  if (auto st = ch.receive(b, o_.link.silence_ms); !st) return st;
+  if (!b.resume || b.count > 0 || b.fin || b.resume_position != 0)
+    return make_error(ErrorCode::kResumeRefused, "a stream that never started resumes only from position 0");
+  return ch.send_position(wire::RecordType::kResume, 0);
 }
 
 // ---- the source role: QEMU's connections to the local sockets ----
 
 Status DataPlane::listen_local(const std::shared_ptr<Migration>& mig) {
   const MigrationConfig& cfg = mig->config();
-  for (auto [path, kind] : {std::pair{cfg.listen_path, wire::Kind::kMigration}, std::pair{cfg.nbd_listen_path, wire::Kind::kNbd}}) {
-    if (path.empty()) continue;
-    auto l = listen_local_socket(path, 0660, cfg.socket_gid);
-    if (!l) return l.error();
-    int lfd = l->fd.get();
-    mig->add_listener(std::move(l.value()));
-    std::thread(&DataPlane::accept_local_loop, this, mig, lfd, kind).detach();
-  }
   // Connect the migration streams now, while QEMU has not yet: only to a
   // destination the controller says speaks version 2 (which connects to its
   // QEMU on the first record, not on the handshake).
@@ -281,7 +316,17 @@ Status DataPlane::listen_local(const std::shared_ptr<Migration>& mig) {
       return connect_stream(m, wire::Kind::kMigration, index, version, 0, o_.acceptor.handshake_timeout_ms);
     });
     std::lock_guard<std::mutex> g(mu_);
-    preconnected_[mig->id()] = Early{mig, conns};
+    auto& slot = preconnected_[mig->id()];
+    if (slot.conns) slot.conns->close_all();  // an earlier migration's, with the same id
+    slot = Early{mig, conns};
+  }
+  for (auto [path, kind] : {std::pair{cfg.listen_path, wire::Kind::kMigration}, std::pair{cfg.nbd_listen_path, wire::Kind::kNbd}}) {
+    if (path.empty()) continue;
+    auto l = listen_local_socket(path, 0660, cfg.socket_gid);
+    if (!l) return l.error();
+    int lfd = l->fd.get();
+    mig->add_listener(std::move(l.value()));
+    std::thread(&DataPlane::accept_local_loop, this, mig, lfd, kind).detach();
   }
   return {};
 }

@@ -82,7 +82,8 @@ class DataPlane {
                                                            uint32_t index, uint16_t version, uint32_t flags,
                                                            int connect_ms);
   std::unique_ptr<EncryptedChannel> take_preconnected(const Migration& mig, const Stream& s);
-  bool await_first_record(const Migration& mig, const EncryptedChannel& ch);
+  bool await_first_record(const Migration& mig, const wire::Hello& hello, const EncryptedChannel& ch);
+  Status start_at_resume(EncryptedChannel& ch);
   void reaper_loop();
 
   DataPlaneOptions o_;
@@ -96,6 +97,10 @@ class DataPlane {
     std::shared_ptr<Preconnected> conns;
   };
   std::map<std::string, Early> preconnected_;  // source: connections made at arm, by migration id
+  // Destination: the newest connection waiting for its first record, per
+  // migration and stream index (an older one for the same stream is dropped).
+  std::map<std::pair<std::string, uint32_t>, uint64_t> awaiting_;
+  uint64_t awaiting_gen_ = 0;
   std::map<std::string, uint64_t> failures_;
   std::atomic<uint64_t> local_refused_{0}, preconnect_used_{0}, preconnect_unused_{0};
   std::atomic<bool> stop_{false};

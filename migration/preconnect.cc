@@ -33,10 +33,7 @@ std::unique_ptr<EncryptedChannel> Preconnected::take(uint32_t index, std::string
   auto it = slots_.find(index);
   if (it == slots_.end()) return nullptr;
   cv_.wait(l, [&] { return closed_ || it->second.done; });
-  if (closed_) {
-    *why = "the migration ended";
-    return nullptr;
-  }
+  if (closed_) return nullptr;  // the migration ended: nothing to report
   Slot s = std::move(it->second);
   slots_.erase(it);
   if (!s.ch) {
@@ -45,18 +42,18 @@ std::unique_ptr<EncryptedChannel> Preconnected::take(uint32_t index, std::string
     return nullptr;
   }
   l.unlock();
-  if (std::chrono::steady_clock::now() - s.made > kMaxAge) {
-    *why = "made at arm more than " + std::to_string(kMaxAge.count()) + " s ago";
-    return nullptr;
-  }
   // Quiet: the peer sends nothing before our first record, so anything to
   // read (an ERROR record, its close, a reset) means it is no longer usable.
   pollfd pf{s.ch->fd(), POLLIN | POLLRDHUP, 0};
-  if (::poll(&pf, 1, 0) != 0) {
+  if (std::chrono::steady_clock::now() - s.made > kMaxAge)
+    *why = "made at arm more than " + std::to_string(kMaxAge.count()) + " s ago";
+  else if (::poll(&pf, 1, 0) != 0)
     *why = "closed or answered by the peer before use";
+  std::lock_guard<std::mutex> g(mu_);
+  if (!why->empty()) {
+    failed_taken_++;
     return nullptr;
   }
-  std::lock_guard<std::mutex> g(mu_);
   used_++;
   return std::move(s.ch);
 }

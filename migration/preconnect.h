@@ -34,14 +34,16 @@ class Preconnected {
 
   // The connection for `index`: waits while it is being made; null if it
   // failed, is not quiet any more, or is too old. Each index is taken once.
-  // `why` tells the caller, when null, why (empty if none was attempted).
+  // `why` tells the caller, when null, why (empty if none was attempted, or
+  // the migration ended).
   std::unique_ptr<EncryptedChannel> take(uint32_t index, std::string* why);
 
   // The migration ended: closes what was not taken.
   void close_all();
 
   // ready: made and not taken yet; pending: being made; failed: could not be
-  // made; used: taken and handed to a stream.
+  // made, or found closed or too old when taken; used: taken and handed to a
+  // stream.
   struct Counts {
     uint32_t ready = 0, pending = 0, failed = 0, used = 0;
   };

@@ -198,6 +198,13 @@ std::shared_ptr<StreamLink> Migration::find_link(wire::Kind kind, uint32_t index
   return nullptr;
 }
 
+bool Migration::has_stream(wire::Kind kind, uint32_t index) const {
+  std::lock_guard<std::mutex> g(mu_);
+  for (auto& s : streams_)
+    if (s->kind == kind && s->index == index) return true;
+  return false;
+}
+
 Migration::LinkTotals Migration::link_totals() const {
   std::lock_guard<std::mutex> g(mu_);
   LinkTotals t;

@@ -153,6 +153,7 @@ class Migration {
   // again for a resume. A link given to an ended migration is stopped.
   void attach_link(const std::shared_ptr<Stream>& s, std::shared_ptr<StreamLink> link);
   std::shared_ptr<StreamLink> find_link(wire::Kind kind, uint32_t index) const;
+  bool has_stream(wire::Kind kind, uint32_t index) const;
   // The controller is done with the migration (migration-end), or cancels
   // it. On end, the key is wiped and nothing new may join, but streams still
   // open get MigrationTimeouts::end_grace to finish with their FIN.

@@ -58,6 +58,7 @@ TEST(Preconnected, ClosedOrAnsweredByThePeerIsNotUsed) {
     EXPECT_EQ(pre->take(0, &why), nullptr);
     EXPECT_NE(why.find("closed or answered by the peer"), std::string::npos) << why;
     EXPECT_EQ(pre->counts().used, 0u);
+    EXPECT_EQ(pre->counts().failed, 1u);
   }
 }
 
@@ -92,7 +93,7 @@ TEST(Preconnected, EndingWhileConnectingReleasesTheWaiter) {
   pre->close_all();
   auto [null, why] = taker.get();
   EXPECT_TRUE(null);
-  EXPECT_EQ(why, "the migration ended");
+  EXPECT_TRUE(why.empty()) << why;  // the migration ended: nothing to report
   go.set_value();  // the connection made after the end is closed, not kept
   std::this_thread::sleep_for(std::chrono::milliseconds(50));
   EXPECT_EQ(pre->counts().ready, 0u);

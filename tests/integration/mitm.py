@@ -1,7 +1,7 @@
 """A man in the middle between two encmigd daemons (or two QEMUs, in plain
 mode). It taps every byte (to look for a marker) and can attack record N of
 the first connection's client-to-server direction: flip a bit, replay it,
-drop it, or truncate the stream after it."""
+drop it, truncate the stream after it, or black-hole it and all that follow."""
 import socket, struct, threading
 
 PREFIX = 64 + 32  # hello + confirm, before the first record
@@ -133,6 +133,7 @@ class Mitm:
         tail = b""
         prefix_left = PREFIX
         record = 0
+        dropping = False
         try:
             while True:
                 data = src.recv(1 << 20)
@@ -173,6 +174,10 @@ class Mitm:
                         elif attack == "truncate":
                             dst.sendall(out + rec)
                             raise ConnectionAbortedError
+                        elif attack == "blackhole":
+                            dropping = True  # this record and every later one vanish; the connection stays open
+                    if dropping:
+                        rec = b""
                     out += rec
                     record += 1
                 if out:

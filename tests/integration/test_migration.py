@@ -195,6 +195,28 @@ def preconnect_forged_alert():
         env.close()
 
 
+def preconnect_dropped_resumes():
+    """The connection made at arm carries the hello and the confirmation, then
+    the path black-holes every record on it: the source finds it silent,
+    resumes on a new connection, and the destination, which never got a
+    record of that stream, starts the stream there at position 0. The
+    migration completes byte for byte; nothing is refused."""
+    env = Env(MEM)
+    try:
+        sd, dd, src, dst = two_hosts(env)
+        mitm = Mitm(dd["port"], attack="blackhole", at_record=0)
+        res = env.migrate(src, dst, sd, dd, ["--encrypted=required", "--dst-addr", f"127.0.0.1:{mitm.port}"])
+        mitm.close()
+        assert mitm.attacked, "the attack never fired"
+        check_migrated(env, src, dst, res)
+        main = [s for s in res["source-encmigd"]["streams"] if s["name"] == "main"][0]
+        assert main["resumes"] >= 1, main
+        logs = open(sd["log"]).read() + open(dd["log"]).read()
+        assert "refused" not in logs and "failed" not in logs, logs
+    finally:
+        env.close()
+
+
 def preconnect_unused():
     """Connections made at arm that are never used: the destination does not
     connect to its QEMU for them, opens no stream, and fails nothing when the
@@ -465,6 +487,7 @@ CASES = {
     "attack-version-downgrade": version_downgrade,
     "preconnect-forged-alert": preconnect_forged_alert,
     "preconnect-unused": preconnect_unused,
+    "preconnect-dropped-resumes": preconnect_dropped_resumes,
     "engines-libgcrypt-to-openssl": engines_interoperate("libgcrypt", "openssl"),
     "engines-openssl-to-gnutls": engines_interoperate("openssl", "gnutls"),
     "wrong-key-and-bad-hellos": wrong_key,
