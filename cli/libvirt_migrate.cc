@@ -370,14 +370,19 @@ class LibvirtMigration {
     }
     JobNumbers now = job_stats(dom_.get(), 0);
     if (now.ok) last_ = now;
-    // Postcopy: virsh's --postcopy-after-precopy switches once the first pass
-    // is done; either way, notice when the source pauses for postcopy.
-    if (o_.postcopy_after_precopy && !postcopy_asked_ && now.ok && now.memory_iteration >= 1) {
-      postcopy_asked_ = true;
+    // Postcopy: --postcopy-after-precopy asks as soon as the first pass runs
+    // (QEMU then switches at its next iteration); either way, notice when the
+    // source pauses for postcopy. libvirt 9.0 does not always report the
+    // iteration while the job runs: memory sent also says the pass began. It
+    // may refuse while its job is between phases: ask again on the next polls.
+    const bool first_pass = now.memory_iteration >= 1 || now.memory_processed > 0;
+    if (o_.postcopy_after_precopy && !postcopy_switched_ && postcopy_tries_ < 40 && now.ok && first_pass) {
+      postcopy_tries_++;
       if (virDomainMigrateStartPostCopy(dom_.get(), 0) == 0) {
         postcopy_switched_ = true;
       } else {
-        if (o_.progress) std::fprintf(stderr, "\nencmig: cannot switch to postcopy: %s\n", libvirt_error().c_str());
+        if (o_.progress && postcopy_tries_ == 40)
+          std::fprintf(stderr, "\nencmig: cannot switch to postcopy: %s\n", libvirt_error().c_str());
         virResetLastError();
       }
     }
@@ -515,7 +520,8 @@ class LibvirtMigration {
       "vm.unprivileged_userfaultfd = 1 on both hosts (QEMU 7.2 does not use /dev/userfaultfd); set it with "
       "sysctl -w vm.unprivileged_userfaultfd=1, or migrate without --postcopy";
   std::string userfaultfd_note_;
-  bool encrypted_ = false, aborted_ = false, suspended_ = false, postcopy_asked_ = false;
+  bool encrypted_ = false, aborted_ = false, suspended_ = false;
+  int postcopy_tries_ = 0;  // virDomainMigrateStartPostCopy calls for --postcopy-after-precopy
   Clock::time_point postcopy_since_{};
   JobNumbers last_;
   int rc_ = -1;
