@@ -270,6 +270,11 @@ bool DataPlane::await_first_record(const Migration& mig, const wire::Hello& hell
     std::lock_guard<std::mutex> g(mu_);
     mine = awaiting_[key] = ++awaiting_gen_;
   }
+  // mu_ held. find(), not operator[]: the newer waiter may have erased the entry.
+  auto still_mine = [&] {
+    auto it = awaiting_.find(key);
+    return it != awaiting_.end() && it->second == mine;
+  };
   bool got = false;
   for (;;) {
     pollfd pf{ch.fd(), POLLIN, 0};
@@ -282,10 +287,10 @@ bool DataPlane::await_first_record(const Migration& mig, const wire::Hello& hell
     }
     if (terminal(mig.state())) break;
     std::lock_guard<std::mutex> g(mu_);
-    if (awaiting_[key] != mine) break;  // replaced by a newer connection for this stream
+    if (!still_mine()) break;  // replaced by a newer connection for this stream
   }
   std::lock_guard<std::mutex> g(mu_);
-  if (awaiting_[key] != mine) return false;
+  if (!still_mine()) return false;
   awaiting_.erase(key);
   return got;
 }
