@@ -212,8 +212,8 @@ class LibvirtMigration {
     // Destination first, so its daemon is ready before the source's probes it.
     auto da = hand_off_to(dst_.get(), dst_host_, usage, dreq, sec.value(), "destination", dst_secret_);
     if (!da) return da.error();
-    // What the destination speaks, from its MACed answer: the source daemon
-    // then takes no unauthenticated alert for a version-1 peer.
+    // What the destination speaks, from its MACed answer: a source daemon
+    // that speaks another version refuses to arm, naming both.
     if (unsigned v = json_newest_version(da.value(), "protocol")) sreq["peer-protocol"] = v;
     auto sa = hand_off_to(src_.get(), src_host_, usage, sreq, sec.value(), "source", src_secret_);
     if (!sa) return sa.error();

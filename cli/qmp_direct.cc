@@ -57,7 +57,7 @@ std::string daemon_failure(QmpClient* d, const std::string& id) {
 // Polls the source until the migration ends; draws the progress line. A
 // daemon that failed the migration cancels it at once.
 // Streams of the migration that are reconnecting after a broken connection,
-// and the resumes so far (protocol 2), as the source daemon sees them.
+// and the resumes so far, as the source daemon sees them.
 struct LinkView {
   int64_t reconnecting = 0, resumes = 0;
 };
@@ -234,12 +234,16 @@ class DirectMigration {
     dst_caps_ = caps.value();
     auto src_caps = a->execute("query-encmig-capabilities");
     if (!src_caps) return void(reason_ = "source encmigd: " + src_caps.error().message());
-    // Both speak every version up to their newest: the lower of the two is the
-    // one used. A daemon that lists none speaks version 1.
-    auto newest = [](const json& c) { return std::max(1u, json_newest_version(c, "protocol-versions")); };
-    dst_protocol_ = newest(dst_caps_);
-    reason_ = "both hosts run encmigd (protocol " + std::to_string(std::min(newest(src_caps.value()), dst_protocol_)) +
-              ", aes-256-gcm)";
+    // One protocol version is spoken: both daemons must speak it. Hosts with
+    // different ones cannot migrate encrypted; that is a failure, not a
+    // reason to go plain.
+    const unsigned sv = json_newest_version(src_caps.value(), "protocol-versions");
+    dst_protocol_ = json_newest_version(dst_caps_, "protocol-versions");
+    if (sv != wire::kVersion || dst_protocol_ != wire::kVersion)
+      return void(reason_ = "the source encmigd speaks protocol " + std::to_string(sv) + " and the destination's " +
+                            std::to_string(dst_protocol_) + "; both must speak " + std::to_string(wire::kVersion) +
+                            " (upgrade both hosts)");
+    reason_ = "both hosts run encmigd (protocol " + std::to_string(wire::kVersion) + ", aes-256-gcm)";
     hosts_ = Capability::kBothCan;
     sd_.emplace(std::move(a.value()));
     dd_.emplace(std::move(b.value()));
@@ -414,7 +418,7 @@ class DirectMigration {
   const std::atomic<bool>& interrupted_;
   QmpClient src_, dst_;
   std::optional<QmpClient> sd_, dd_;
-  unsigned dst_protocol_ = 1;  // the newest protocol the destination daemon speaks
+  unsigned dst_protocol_ = 0;  // the newest protocol the destination daemon speaks
   json dst_caps_, summary_;
   bool encrypt_ = false, source_was_running_ = false, postcopy_asked_ = false;
   Capability hosts_ = Capability::kNoDaemon;

@@ -1,7 +1,8 @@
 // Choosing the AES-256-GCM engine at start: every engine must reproduce the
 // known answers (the NIST GCM test cases with 256-bit keys, and refuse a
-// flipped tag bit) before it may carry a byte; of those that pass, a short
-// seal+open benchmark on 64 KiB records picks the fastest on this CPU. An
+// flipped tag bit; then 1 MiB + 17 bytes for the bulk code paths, and refuse a
+// flipped ciphertext bit) before it may carry a byte; of those that pass, a
+// short seal+open benchmark on 64 KiB records picks the fastest on this CPU. An
 // operator may pin one (a FIPS policy naming its module); a pinned engine that
 // fails its known answers is an error, not a fallback.
 #pragma once

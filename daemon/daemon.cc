@@ -47,7 +47,7 @@ Result<std::unique_ptr<Daemon>> Daemon::create(DaemonOptions opts) {
   // Socket buffers: decided once, and any limit that costs throughput is said once.
   d->sizing_ = size_socket_buffers(d->opts_.data.socket.buffer_bytes);
   // A black-holed connection breaks as soon as the keepalive would notice.
-  if (d->opts_.data.max_version >= wire::kVersion2) d->opts_.data.socket.user_timeout_ms = d->opts_.data.link.silence_ms;
+  d->opts_.data.socket.user_timeout_ms = d->opts_.data.link.silence_ms;
   if (!d->sizing_.forced) d->opts_.data.socket.buffer_bytes = 0;
   auto data = DataPlane::create(d->opts_.data);
   if (!data) return data.error();
@@ -116,7 +116,7 @@ Result<json> Daemon::arm(json& args) {
 
 json Daemon::protocol_versions() const {
   json versions = json::array();
-  for (uint16_t v = wire::kMinVersion; v <= opts_.data.max_version; v++) versions.push_back(v);
+  for (uint16_t v = wire::kMinVersion; v <= wire::kVersion; v++) versions.push_back(v);
   return versions;
 }
 
@@ -133,7 +133,8 @@ json Daemon::aead_engines_json() const {
 
 json Daemon::capabilities_json() const {
   return json{{"protocol-versions", protocol_versions()},
-              {"resume", opts_.data.max_version >= wire::kVersion2},
+              {"resume", true},
+              {"resend-budget", data_->pool().budget()},
               {"outage-budget-ms", opts_.data.link.outage_budget.count()},
               {"ciphers", {"aes-256-gcm"}},
               {"aead-engine", aead_engine_name(aead_.chosen)},
@@ -158,6 +159,11 @@ json Daemon::stats_json() {
               {"streams-preconnected", s.preconnect_used},
               {"streams-connected-late", s.preconnect_unused},
               {"probes", s.probes},
+              {"resend-budget-bytes", data_->pool().budget()},
+              {"resend-budget-used-bytes", data_->pool().used()},
+              {"migrations-refused-budget", s.refused_budget},
+              {"windows-capped-by-budget", s.windows_capped},
+              {"buffers-not-locked", s.buffers_unlocked},
               {"failures", s.failures}};
 }
 

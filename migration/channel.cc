@@ -6,48 +6,61 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
-#include <algorithm>
 #include <cstring>
 
 namespace encmig {
 
-Result<std::unique_ptr<EncryptedChannel>> EncryptedChannel::create(Fd&& sock, SessionKeys keys, std::string name,
-                                                                   uint64_t recv_base) {
-  const uint16_t version = keys.client_hello.version;
-  auto tx = RecordSealer::create(std::move(keys.tx), version);
+namespace {
+constexpr size_t kMaxRecord = wire::kMaxRecordPayload + wire::kRecordOverhead;
+}
+
+Result<std::unique_ptr<EncryptedChannel>> EncryptedChannel::create(Fd&& sock, SessionKeys keys, std::string name) {
+  auto tx = ControlSealer::create(std::move(keys.tx));
   if (!tx) return tx.error();
-  auto rx = RecordOpener::create(std::move(keys.rx), version, recv_base);
+  auto rx = RecordReader::create(std::move(keys.rx));
   if (!rx) return rx.error();
   std::unique_ptr<EncryptedChannel> c(new EncryptedChannel());
   c->fd_ = std::move(sock);
   c->name_ = std::move(name);
-  c->version_ = version;
+  c->kind_ = keys.client_hello.kind;
+  c->index_ = keys.client_hello.stream_index;
   c->flags_ = keys.client_hello.flags;
   c->tx_ = std::move(tx.value());
   c->rx_ = std::move(rx.value());
-  c->rbuf_.resize(2 * (wire::kMaxRecordPayload + wire::kRecordOverhead));
-  if (version >= wire::kVersion2) c->txbuf_.resize(wire::kMaxRecordPayload + wire::kRecordOverhead);
   return c;
 }
 
-Status EncryptedChannel::send_data_from(const uint8_t* src, uint32_t n) {
+void EncryptedChannel::shutdown() const { ::shutdown(fd_.get(), SHUT_RDWR); }
+
+Status EncryptedChannel::send_records(const uint8_t* p, size_t n) {
   std::lock_guard<std::timed_mutex> g(tx_mu_);
-  if (auto st = tx_.seal_data_from(src, n, txbuf_.data()); !st) return st;
-  return write_all(fd_.get(), txbuf_.data(), n + wire::kRecordOverhead);
+  return write_all(fd_.get(), p, n);
 }
 
-Status EncryptedChannel::send_position(wire::RecordType type, uint64_t position) {
+Status EncryptedChannel::send_control(const uint8_t* rec, size_t n) { return write_all(fd_.get(), rec, n); }
+
+Status EncryptedChannel::send_start(const wire::Start& s) {
+  std::lock_guard<std::timed_mutex> g(tx_mu_);
+  uint8_t rec[wire::kStartRecordSize];
+  if (auto st = tx_.seal_start(s, rec); !st) return st;
+  return send_control(rec, sizeof rec);
+}
+
+Status EncryptedChannel::send_ack(uint64_t position) {
   std::lock_guard<std::timed_mutex> g(tx_mu_);
   uint8_t rec[wire::kAckRecordSize];
-  if (auto st = tx_.seal_position(type, position, rec); !st) return st;
-  return write_all(fd_.get(), rec, sizeof rec);
+  if (auto st = tx_.seal_ack(position, rec); !st) return st;
+  return send_control(rec, sizeof rec);
 }
 
-void EncryptedChannel::rebase_sender(uint64_t base) {
+Status EncryptedChannel::send_fin(const wire::Fin& f) {
   std::lock_guard<std::timed_mutex> g(tx_mu_);
-  tx_.rebase(base);
+  uint8_t rec[wire::kFinRecordSize];
+  if (auto st = tx_.seal_fin(f, rec); !st) return st;
+  return send_control(rec, sizeof rec);
 }
 
 uint32_t EncryptedChannel::min_rtt_us() const {
@@ -58,21 +71,6 @@ uint32_t EncryptedChannel::min_rtt_us() const {
       ti.tcpi_min_rtt != ~0u)
     return ti.tcpi_min_rtt;
   return ti.tcpi_rtt;
-}
-
-Status EncryptedChannel::send_data(uint8_t* rec, uint32_t n) {
-  std::lock_guard<std::timed_mutex> g(tx_mu_);
-  if (auto st = tx_.seal_data(rec + kHeadroom, n, rec, rec + kHeadroom + n); !st) return st;
-  return write_all(fd_.get(), rec, kHeadroom + n + kTailroom);
-}
-
-Status EncryptedChannel::send_fin() {
-  std::lock_guard<std::timed_mutex> g(tx_mu_);
-  uint8_t fin[wire::kFinRecordSize];
-  if (auto st = tx_.seal_fin(fin); !st) return st;
-  if (auto st = write_all(fd_.get(), fin, sizeof fin); !st) return st;
-  if (version_ < wire::kVersion2) ::shutdown(fd_.get(), SHUT_WR);
-  return {};
 }
 
 bool EncryptedChannel::send_error(ErrorCode code, const std::string& text) {
@@ -102,43 +100,56 @@ void EncryptedChannel::linger(int ms) {
   }
 }
 
-Status EncryptedChannel::receive(Batch& b, int timeout_ms) {
+Status EncryptedChannel::receive(Batch& b, DataOpener* data, int timeout_ms) {
   b.count = 0;
-  b.fin = false;
   b.bytes = 0;
   b.ack = false;
-  b.resume = false;
+  b.start = false;
+  b.fin = false;
+  if (!rbuf_.valid()) {
+    rbuf_ = LockedRegion::allocate(2 * kMaxRecord);
+    if (!rbuf_.valid()) return make_error(ErrorCode::kIo, "no memory for a receive buffer");
+  }
   // The previous batch is consumed. Move a partial record to the front only
   // when the space after it cannot take a whole record; usually nothing moves.
   if (rstart_ == rend_) {
     rstart_ = rend_ = 0;
-  } else if (rbuf_.size() - rend_ < wire::kMaxRecordPayload + wire::kRecordOverhead) {
+  } else if (rbuf_.size() - rend_ < kMaxRecord) {
     std::memmove(rbuf_.data(), rbuf_.data() + rstart_, rend_ - rstart_);
     rend_ -= rstart_;
     rstart_ = 0;
   }
   for (;;) {
     while (b.count < kMaxBatch) {
-      auto st = rx_.open(rbuf_.data() + rstart_, rend_ - rstart_);
+      auto st = rx_.open(rbuf_.data() + rstart_, rend_ - rstart_, data);
       if (!st) return st.error();
       if (st->consumed == 0) break;
       rstart_ += st->consumed;
-      if (st->type == wire::RecordType::kFin) {
-        b.fin = true;
-        return {};
+      switch (st->type) {
+        case wire::RecordType::kData:
+          b.data[b.count++] = Data{st->payload, st->length, st->tag, st->position, st->number};
+          b.bytes += st->length;
+          continue;
+        case wire::RecordType::kAck:
+          // Positions never go down, not even within one batch.
+          if (b.ack && st->position < b.ack_last)
+            return make_error(ErrorCode::kBadAck, "ACK of " + std::to_string(st->position) + " after ACK of " +
+                                                      std::to_string(b.ack_last));
+          if (!b.ack) b.ack_first = st->position;
+          b.ack = true;
+          b.ack_last = st->position;
+          continue;
+        case wire::RecordType::kStart:
+          b.start = true;
+          b.start_info = st->start;
+          return {};
+        case wire::RecordType::kFin:
+          b.fin = true;
+          b.fin_info = st->fin;
+          return {};
+        case wire::RecordType::kError:
+          return make_error(ErrorCode::kInternal, "ERROR record returned as a step");  // the reader fails on it
       }
-      if (st->type == wire::RecordType::kAck) {
-        b.ack = true;
-        b.ack_position = std::max(b.ack_position, st->position);
-        continue;
-      }
-      if (st->type == wire::RecordType::kResume) {
-        b.resume = true;
-        b.resume_position = st->position;
-        return {};  // the caller checks it comes first
-      }
-      b.iov[b.count++] = iovec{st->payload, st->length};
-      b.bytes += st->length;
     }
     if (b.count > 0 || b.ack) return {};
     if (timeout_ms >= 0) {
@@ -155,12 +166,13 @@ Status EncryptedChannel::receive(Batch& b, int timeout_ms) {
     }
     if (r < 0 && errno == EINTR) continue;
     if (r == 0)
-      return make_error(ErrorCode::kTruncated, "peer closed after " + std::to_string(rx_.records()) + " records");
+      return make_error(ErrorCode::kTruncated, "peer closed after " + std::to_string(rx_.records()) +
+                                                   " control records");
     return make_error(ErrorCode::kIo, "peer read: " + errno_text(errno));
   }
 }
 
-void EncryptedChannel::close_gracefully(int ms) {
+void EncryptedChannel::close_gracefully(int ms, DataOpener* data) {
   ::shutdown(fd_.get(), SHUT_WR);
   auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(ms);
   Batch b;
@@ -168,20 +180,7 @@ void EncryptedChannel::close_gracefully(int ms) {
     auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now()).count();
     if (left <= 0) return;
     // ACKs may still come; anything else, or EOF, ends it.
-    if (!receive(b, int(left)).ok() || b.count > 0 || b.fin || b.resume) return;
-  }
-}
-
-Status EncryptedChannel::expect_eof() {
-  if (rend_ > rstart_) return make_error(ErrorCode::kDataAfterFin);
-  uint8_t b[64];
-  for (;;) {
-    ssize_t r = ::read(fd_.get(), b, sizeof b);
-    if (r == 0) return {};
-    if (r > 0) return make_error(ErrorCode::kDataAfterFin);
-    if (errno == EINTR) continue;
-    // A reset after the peer's FIN loses nothing: every byte was authenticated.
-    return {};
+    if (!receive(b, data, int(left)).ok() || b.count > 0 || b.fin || b.start) return;
   }
 }
 

@@ -1,24 +1,26 @@
-// EncryptedChannel: wraps one TCP socket after the handshake, in the manner
-// of QEMU's QIOChannel; migration/handshake_io.h makes it, for both roles. It
-// can hold opened plaintext that the socket no longer shows as readable:
-// receive() returns every complete record already buffered before it reads
-// again.
+// EncryptedChannel: one authenticated TCP connection, in the manner of QEMU's
+// QIOChannel; migration/handshake_io.h makes it, for both roles, and it owns
+// the socket from then on (closed when the channel is destroyed).
 //
-// The channel owns the socket and closes it when destroyed. It sets no socket
-// option: the TCP options are applied where the socket is made (tcp_connect,
-// or the data listener, whose accepted sockets inherit them). To abort a
-// stream, the migration shuts the socket down by its number (Stream::peer_fd)
-// while the handler that owns the channel still holds it open.
+// It speaks the connection's control records (START, ACK, FIN, ERROR) under
+// the connection's keys, writes DATA records that the stream sealed (they
+// belong to the stream, not to a connection: migration/record.h), and reads
+// both kinds. It sets no socket option: the TCP options are applied where the
+// socket is made (tcp_connect, or the data listener, whose accepted sockets
+// inherit them).
 //
-// One thread may send and another receive at the same time.
+// Threads: any thread may send (records never interleave on the socket); one
+// thread receives. Whoever shares a channel across threads shares its owner
+// (a shared_ptr), so its descriptor is never closed while another thread can
+// still reach it; shutting it down (shutdown()) is how another thread stops it.
 #pragma once
 #include <sys/uio.h>
 
 #include <memory>
 #include <mutex>
 #include <string>
-#include <vector>
 
+#include "migration/buffer_pool.h"
 #include "migration/handshake.h"
 #include "migration/record.h"
 #include "migration/socket.h"
@@ -27,71 +29,66 @@ namespace encmig {
 
 class EncryptedChannel {
  public:
-  // Send buffers carry room for the header before and the tag after the payload.
-  static constexpr size_t kHeadroom = wire::kRecordHeaderSize;
-  static constexpr size_t kTailroom = wire::kTagSize;
   static constexpr int kMaxBatch = 64;
 
-  // Takes `sock` only on success. The version is the hellos'. `recv_base`:
-  // the stream position the peer's DATA continues from on this connection
-  // (0, or for a resumed stream what this side has delivered).
-  static Result<std::unique_ptr<EncryptedChannel>> create(Fd&& sock, SessionKeys keys, std::string name,
-                                                          uint64_t recv_base = 0);
+  // Takes `sock` only on success.
+  static Result<std::unique_ptr<EncryptedChannel>> create(Fd&& sock, SessionKeys keys, std::string name);
 
   const std::string& name() const { return name_; }
   int fd() const { return fd_.get(); }
-  uint16_t version() const { return version_; }
-  uint32_t hello_flags() const { return flags_; }
+  wire::Kind kind() const { return kind_; }
+  uint32_t index() const { return index_; }
+  // The hello said RESUME: this connection resumes a stream.
+  bool resumed() const { return (flags_ & wire::kHelloFlagResume) != 0; }
+  // Wakes any thread blocked on this socket, from any thread; the descriptor stays open.
+  void shutdown() const;
 
   // ---- send side ----
-  // rec[kHeadroom .. kHeadroom+n) holds the payload; sealed in place and sent
-  // with one write.
-  Status send_data(uint8_t* rec, uint32_t n);
-  // Version 2, for the resend buffer: DATA from src[0..n), which stays intact.
-  Status send_data_from(const uint8_t* src, uint32_t n);
-  // Version 2: an ACK or RESUME record.
-  Status send_position(wire::RecordType type, uint64_t position);
-  // Version 2, on a resumed connection before the first DATA: this side's
-  // DATA continues at stream position `base`.
-  void rebase_sender(uint64_t base);
-  // The same for the peer's DATA, before the first record is received.
-  void rebase_receiver(uint64_t base) { rx_.rebase(base); }
-  // FIN record; in version 1 then half-close (in version 2 ACKs still follow,
-  // and close() half-closes once both directions are done).
-  Status send_fin();
-  // Version 2: half-close, then read (and check) what the peer still sends
-  // until it closes too, for at most `ms`.
-  void close_gracefully(int ms);
-  // Best effort, from any thread: an ERROR record naming why this side is
-  // aborting, then half-close (docs/protocol.md, section 10). Gives up rather
-  // than block: if the sending thread is stuck in a write for 200 ms or the
-  // socket buffer is full, the peer learns of the failure as a truncation.
-  // Returns whether the record went out. The caller should then linger() so
-  // closing with unread input does not reset the connection and discard it.
+  // DATA records as the stream's DataSealer sealed them, written as they are.
+  Status send_records(const uint8_t* p, size_t n);
+  Status send_start(const wire::Start& s);
+  Status send_ack(uint64_t position);
+  Status send_fin(const wire::Fin& f);
+  // Best effort: an ERROR record naming why this side is aborting, then
+  // half-close (docs/protocol.md, section 10). Gives up rather than block: if
+  // another thread is stuck in a write for 200 ms or the socket buffer is
+  // full, the peer learns of the failure as a broken connection. Returns
+  // whether the record went out. The caller should then linger() so closing
+  // with unread input does not reset the connection and discard it.
   bool send_error(ErrorCode code, const std::string& text);
   // Reads and discards input until the peer closes or `ms` pass.
   void linger(int ms);
+  // Half-close, then read (and check) what the peer still sends until it
+  // closes too, for at most `ms`.
+  void close_gracefully(int ms, DataOpener* data);
 
   // ---- receive side ----
-  struct Batch {
-    iovec iov[kMaxBatch];
-    int count = 0;
-    bool fin = false;  // the peer's authenticated end of stream
-    size_t bytes = 0;
-    bool ack = false;  // version 2: the highest ACK position in this batch
-    uint64_t ack_position = 0;
-    bool resume = false;  // version 2: a RESUME record (only valid first on a resumed connection)
-    uint64_t resume_position = 0;
+  struct Data {
+    uint8_t* payload;
+    uint32_t length;
+    const uint8_t* tag;
+    uint64_t position;  // the stream position of its first byte
+    uint64_t number;    // its number among the stream's DATA records
   };
-  // Blocks until at least one DATA, ACK, RESUME or FIN record is available,
-  // or `timeout_ms` (-1: none) passes with nothing (kTimeout). Plaintext spans
-  // stay valid until the next receive(). A clean EOF is only a FIN.
-  Status receive(Batch& batch, int timeout_ms = -1);
-  // After FIN: waits for the peer's close; any further byte is an error.
-  Status expect_eof();
+  struct Batch {
+    Data data[kMaxBatch];
+    int count = 0;
+    size_t bytes = 0;
+    bool ack = false;  // ACKs in this batch: the first and the last position (never decreasing)
+    uint64_t ack_first = 0, ack_last = 0;
+    bool start = false;  // the peer's START: ends the batch
+    wire::Start start_info;
+    bool fin = false;  // the peer's FIN: ends the batch
+    wire::Fin fin_info;
+  };
+  // Blocks until at least one record is available, or `timeout_ms` (-1:
+  // none) passes with nothing (kTimeout). `data` opens the peer's DATA (null
+  // before its START). Plaintext stays valid until the next receive(). A
+  // clean EOF is never an end of stream: kTruncated.
+  Status receive(Batch& batch, DataOpener* data, int timeout_ms = -1);
 
-  uint64_t records_sent() const { return tx_.records(); }
-  uint64_t records_received() const { return rx_.records(); }
+  uint64_t control_records_sent() const { return tx_.records(); }
+  uint64_t control_records_received() const { return rx_.records(); }
   // The path's round trip without queueing: the TCP connection's minimum RTT
   // (TCP_INFO), in microseconds (the smoothed RTT if the kernel has none); 0
   // if unknown. The smoothed RTT would include the queue our own window
@@ -100,18 +97,20 @@ class EncryptedChannel {
 
  private:
   EncryptedChannel() = default;
+  Status send_control(const uint8_t* rec, size_t n);
   Fd fd_;
   std::string name_;
-  uint16_t version_ = wire::kVersion;
+  wire::Kind kind_ = wire::Kind::kMigration;
+  uint32_t index_ = 0;
   uint32_t flags_ = 0;
-  std::timed_mutex tx_mu_;  // the sealer and the socket's write side
-  RecordSealer tx_;
-  std::vector<uint8_t> txbuf_;  // version 2: one sealed record from the resend buffer
-  RecordOpener rx_;
-  // Received bytes live in rbuf_[rstart_, rend_). The buffer holds two
+  std::timed_mutex tx_mu_;  // the control sealer and the socket's write side
+  ControlSealer tx_;
+  RecordReader rx_;
+  // Received bytes live in rbuf_[rstart_, rend_), opened in place: guest
+  // plaintext, so locked memory, made at the first receive(). It holds two
   // maximal records, so a partial record is moved to the front only when the
   // space after it could not take a whole record.
-  std::vector<uint8_t> rbuf_;
+  LockedRegion rbuf_;
   size_t rstart_ = 0, rend_ = 0;
 };
 

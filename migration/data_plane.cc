@@ -14,12 +14,12 @@ namespace encmig {
 
 namespace {
 
+using Clock = std::chrono::steady_clock;
+
 // A reconnect's TCP connect, at most (the first connect gets the handshake timeout).
 constexpr int kReconnectConnectMs = 2000;
 
-// Closes a registered stream when its handler leaves, on every path. Declared
-// after whatever owns the peer socket, so it runs first: stream_closed() must
-// forget the socket's number before the socket is closed.
+// Closes a registered stream when its handler leaves, on every path.
 struct StreamClosedOnExit {
   Migration& mig;
   std::shared_ptr<Stream> stream;
@@ -38,6 +38,7 @@ Result<std::unique_ptr<DataPlane>> DataPlane::create(DataPlaneOptions o) {
   getsockname(l->get(), reinterpret_cast<sockaddr*>(&ss), &len);
   d->port_ = ntohs(ss.ss_family == AF_INET6 ? reinterpret_cast<sockaddr_in6*>(&ss)->sin6_port
                                             : reinterpret_cast<sockaddr_in*>(&ss)->sin_port);
+  d->pool_ = std::make_unique<BufferPool>(d->o_.resend_budget ? d->o_.resend_budget : BufferPool::default_budget());
   DataPlane* self = d.get();
   HandshakeAcceptor::Hooks hooks;
   hooks.secrets_for = [self](const wire::Hello& h) { return self->secrets_for(h); };
@@ -45,7 +46,6 @@ Result<std::unique_ptr<DataPlane>> DataPlane::create(DataPlaneOptions o) {
     std::thread(&DataPlane::handle_authenticated, self, h, std::move(ch), from).detach();
   };
   hooks.probe_reply.software = d->o_.software;
-  hooks.probe_reply.version_max = d->o_.max_version;
   auto a = HandshakeAcceptor::create(std::move(l.value()), d->o_.socket, d->o_.acceptor, std::move(hooks));
   if (!a) return a.error();
   d->acceptor_ = std::move(a.value());
@@ -72,6 +72,18 @@ Status DataPlane::add(std::shared_ptr<Migration> m) {
   if (live >= o_.max_migrations)
     return make_error(ErrorCode::kLimit, "too many migrations armed at once (" + std::to_string(live) + ", the limit is " +
                                              std::to_string(o_.max_migrations) + ")");
+  // Every stream takes its minimum from the resend budget when it starts:
+  // refuse now what could not start, rather than fail it half-way.
+  const uint64_t need = uint64_t(std::max(1, m->config().expected_streams)) * BufferPool::kMinChunks * BufferPool::kChunk;
+  if (pool_->free_bytes() < need) {
+    refused_budget_++;
+    log_.log("resend-budget", "migration " + m->id() + " refused: the resend budget has " +
+                                  std::to_string(pool_->free_bytes() >> 20) + " MiB free of " +
+                                  std::to_string(pool_->budget() >> 20) + " MiB, it needs " + std::to_string(need >> 20) +
+                                  " (--resend-budget)");
+    return make_error(ErrorCode::kLimit, "the resend budget is spent (" + std::to_string(pool_->free_bytes() >> 20) +
+                                             " MiB free of " + std::to_string(pool_->budget() >> 20) + " MiB)");
+  }
   migrations_[m->id()] = std::move(m);
   return {};
 }
@@ -123,6 +135,9 @@ DataPlane::Stats DataPlane::stats() {
   s.local_refused = local_refused_;
   s.preconnect_used = preconnect_used_;
   s.preconnect_unused = preconnect_unused_;
+  s.refused_budget = refused_budget_;
+  s.windows_capped = pool_->capped();
+  s.buffers_unlocked = LockedRegion::unlocked();
   for (int r = 0; r < HandshakeAcceptor::kRefusalCount; r++)
     s.refused[HandshakeAcceptor::refusal_name(HandshakeAcceptor::Refusal(r))] =
         acceptor_->refused(HandshakeAcceptor::Refusal(r));
@@ -149,15 +164,6 @@ void DataPlane::reaper_loop() {
         dropped.push_back(m);
         return true;
       });
-      for (auto it = preconnected_.begin(); it != preconnected_.end();) {
-        auto m = it->second.mig.lock();
-        if (m && !terminal(m->state())) {
-          ++it;
-          continue;
-        }
-        it->second.conns->close_all();
-        it = preconnected_.erase(it);
-      }
       for (auto it = migrations_.begin(); it != migrations_.end();) {
         auto& m = it->second;
         if (terminal(m->state()) && now - m->ended_at() > o_.timeouts.keep_ended) {
@@ -167,6 +173,16 @@ void DataPlane::reaper_loop() {
           ++it;
         }
       }
+      // Connections made at arm and not used close when their migration
+      // ends; the counts stay readable as long as the migration is.
+      for (auto it = preconnected_.begin(); it != preconnected_.end();) {
+        auto m = it->second.mig.lock();
+        if (!m || terminal(m->state())) it->second.conns->close_all();
+        if (!m || !migrations_.count(it->first))
+          it = preconnected_.erase(it);
+        else
+          ++it;
+      }
     }
   }
 }
@@ -174,13 +190,22 @@ void DataPlane::reaper_loop() {
 // ---- the destination role: authenticated streams from the data port ----
 
 Result<MigrationSecrets> DataPlane::secrets_for(const wire::Hello& hello) {
-  if (hello.version > o_.max_version)
-    return make_error(ErrorCode::kBadVersion, "this daemon speaks protocol version " + std::to_string(o_.max_version) +
-                                                  " at most");
   auto mig = find(id_hex(hello.migration_id));
   if (!mig || mig->config().role != MigrationRole::kDestination)
     return make_error(ErrorCode::kUnknownMigration, "no such migration armed here");
   return mig->secrets();
+}
+
+std::shared_ptr<StreamLink> DataPlane::make_link(const std::shared_ptr<Migration>& mig, Stream& s, MigrationRole role) {
+  std::weak_ptr<Migration> weak = mig;
+  const wire::Kind kind = s.kind;
+  const uint32_t index = s.index;
+  auto secret = [weak, kind, index](Direction d, const wire::Salt& salt) -> Result<Secret> {
+    auto m = weak.lock();
+    if (!m) return make_error(ErrorCode::kCancelled, "the migration ended");
+    return m->stream_secret(kind, index, d, salt);
+  };
+  return std::make_shared<StreamLink>(s, role, o_.link, std::move(secret), *pool_);
 }
 
 void DataPlane::handle_authenticated(wire::Hello hello, std::unique_ptr<EncryptedChannel> ch, std::string from) {
@@ -190,32 +215,39 @@ void DataPlane::handle_authenticated(wire::Hello hello, std::unique_ptr<Encrypte
     ch->send_error(ErrorCode::kUnknownMigration, "migration ended");
     return;
   }
-  // A version-2 peer resuming a stream after a broken connection: the link
-  // takes the new connection; nothing else changes.
-  if (hello.flags & wire::kHelloFlagResume) {
-    auto link = mig->find_link(hello.kind, hello.stream_index);
-    Status st;
-    if (link) {
-      st = link->resume(std::move(ch));
-    } else if (hello.kind == wire::Kind::kMigration && !mig->has_stream(hello.kind, hello.stream_index) &&
-               !terminal(mig->state())) {
-      // The stream's first connection (made at arm) broke before a record
-      // reached us: nothing was delivered either way, so the stream starts
-      // on this one, at position 0, as a new stream.
-      st = start_at_resume(*ch);
-    } else {
-      st = make_error(ErrorCode::kResumeRefused, "no stream " + sname + " to resume");
+  // Every connection starts with the client's START. The source may have
+  // made this one when its migration was armed, before its QEMU connected:
+  // nothing happens here until then.
+  auto start = await_start(*mig, hello, *ch);
+  if (!start) {
+    const ErrorCode c = start.error().code;
+    if (c == ErrorCode::kResumeRefused || c == ErrorCode::kPeerError || c == ErrorCode::kBadRecordType || c == ErrorCode::kAuthFailed ||
+        c == ErrorCode::kCounterMismatch || c == ErrorCode::kBadReserved || c == ErrorCode::kRecordTooLarge) {
+      // The peer holds the key and broke the protocol: the migration fails.
+      if (ch->send_error(c, sname + ": " + start.error().message())) ch->linger(200);
+      mig->fail(c, sname, start.error().message() + " (from " + from + ")");
     }
-    if (!st) {
-      log_.log("resume-refused", "migration " + mig->id() + " stream " + sname + ": resume from " + from +
-                                     " refused: " + st.error().text());
-      if (ch && ch->send_error(ErrorCode::kResumeRefused, st.error().text())) ch->linger(200);
-    }
-    if (!ch || !st) return;
+    return;  // otherwise: closed unused, replaced by a newer connection, or the migration ended
   }
-  // The source may have made this connection when its migration was armed,
-  // before its QEMU connected: nothing happens here until the first record.
-  if (!await_first_record(*mig, hello, *ch)) return;
+  if (ch->resumed()) {
+    // The source resumes a stream after a broken connection: its link takes
+    // the new connection; nothing else changes.
+    if (auto link = mig->find_link(hello.kind, hello.stream_index)) return link->offer(std::move(ch), start.value());
+    // Unless the stream's first connection (made at arm) broke before any
+    // record reached us: nothing was delivered either way, and the stream
+    // starts here, at position 0, as a new stream.
+    if (hello.kind != wire::Kind::kMigration || mig->has_stream(hello.kind, hello.stream_index) ||
+        terminal(mig->state()) || start->position != 0) {
+      log_.log("resume-refused", "migration " + mig->id() + " stream " + sname + ": resume from " + from +
+                                     " refused: no such stream");
+      if (ch->send_error(ErrorCode::kResumeRefused, "no stream " + sname + " to resume")) ch->linger(200);
+      return;
+    }
+  } else if (start->position != 0) {
+    const std::string why = "a new stream's START says position " + std::to_string(start->position);
+    if (ch->send_error(ErrorCode::kResumeRefused, sname + ": " + why)) ch->linger(200);
+    return mig->fail(ErrorCode::kResumeRefused, sname, why + " (from " + from + ")");
+  }
   // The peer proved it holds the key: what it does wrong now is the migration's failure.
   auto stream = mig->add_stream(hello.kind, hello.stream_index, o_.timeouts);
   if (!stream) {
@@ -224,9 +256,9 @@ void DataPlane::handle_authenticated(wire::Hello hello, std::unique_ptr<Encrypte
     return;
   }
   std::shared_ptr<Stream> s = stream.value();
-  s->peer_fd = ch->fd();
-  auto link = std::make_shared<StreamLink>(*s, MigrationRole::kDestination, o_.link);
+  auto link = make_link(mig, *s, MigrationRole::kDestination);
   StreamClosedOnExit closed{*mig, s};
+  mig->attach_link(s, link);
   auto fail = [&](const Error& e) { mig->fail(e.code, sname, e.message()); };
 
   // Hand the stream to QEMU only now, and in the source's order.
@@ -247,78 +279,73 @@ void DataPlane::handle_authenticated(wire::Hello hello, std::unique_ptr<Encrypte
   }
   s->qemu = ProcessWatch::of(qemu);
   mig->attach_local(s, std::move(local.value()));
-  mig->attach_link(s, link);
-  if (auto st = link->run(std::move(ch), nullptr); !st) fail(st.error());
+  if (auto st = link->run(std::move(ch), &start.value(), nullptr); !st) fail(st.error());
 }
 
-// A connection closed (or reset) before its first record was made early and
-// not used: the source connects again for the stream, or the migration ended.
-// Neither is this migration's failure, and no stream was opened for it.
-// Only version 2 migration streams wait: a version 1 source connects when
-// its QEMU does, and on NBD the server (our QEMU) speaks first. At most one
-// connection per stream waits: a newer one for the same stream (the source
-// gave up on the first, found closed or too old) replaces it. A stream index
-// beyond those armed goes on at once, to be refused as before.
-bool DataPlane::await_first_record(const Migration& mig, const wire::Hello& hello, const EncryptedChannel& ch) {
-  const int expected = mig.config().expected_streams;
-  if (hello.kind != wire::Kind::kMigration || ch.version() < wire::kVersion2 ||
-      (expected > 0 && hello.stream_index >= uint32_t(expected)))
-    return true;
-  const auto key = std::make_pair(mig.id(), hello.stream_index);
+// The client's START: the first record of every connection. A connection
+// made at arm may wait for it as long as its migration lasts (the source
+// sends it when its QEMU connects); at most one per stream waits: a newer one
+// for the same stream (the source gave up on the first, found closed or too
+// old) replaces it. Any other connection has the silence timeout.
+Result<wire::Start> DataPlane::await_start(const Migration& mig, const wire::Hello& hello, EncryptedChannel& ch) {
+  const bool early = hello.kind == wire::Kind::kMigration && !ch.resumed();
+  const auto key = std::make_tuple(mig.id(), hello.kind, hello.stream_index);
   uint64_t mine;
   {
     std::lock_guard<std::mutex> g(mu_);
     mine = awaiting_[key] = ++awaiting_gen_;
   }
-  // mu_ held. find(), not operator[]: the newer waiter may have erased the entry.
-  auto still_mine = [&] {
-    auto it = awaiting_.find(key);
-    return it != awaiting_.end() && it->second == mine;
-  };
-  bool got = false;
-  for (;;) {
-    pollfd pf{ch.fd(), POLLIN, 0};
-    int r = ::poll(&pf, 1, 250);
-    if (r < 0 && errno != EINTR) break;
-    if (r > 0) {
-      uint8_t b;
-      got = ::recv(ch.fd(), &b, 1, MSG_PEEK | MSG_DONTWAIT) == 1;
-      break;
-    }
-    if (terminal(mig.state())) break;
+  auto done = [&] {
     std::lock_guard<std::mutex> g(mu_);
-    if (!still_mine()) break;  // replaced by a newer connection for this stream
-  }
-  std::lock_guard<std::mutex> g(mu_);
-  if (!still_mine()) return false;
-  awaiting_.erase(key);
-  return got;
-}
-
-// The peer's RESUME must say it has nothing of ours (we never sent a byte on
-// this stream); ours says the same. Then DATA starts at position 0.
-Status DataPlane::start_at_resume(EncryptedChannel& ch) {
+    auto it = awaiting_.find(key);
+    if (it != awaiting_.end() && it->second == mine) awaiting_.erase(it);
+  };
+  const auto deadline = Clock::now() + std::chrono::milliseconds(o_.link.silence_ms);
   EncryptedChannel::Batch b;
-  if (auto st = ch.receive(b, o_.link.silence_ms); !st) return st;
-  if (!b.resume || b.count > 0 || b.fin || b.resume_position != 0)
-    return make_error(ErrorCode::kResumeRefused, "a stream that never started resumes only from position 0");
-  return ch.send_position(wire::RecordType::kResume, 0);
+  for (;;) {
+    auto st = ch.receive(b, nullptr, 250);
+    if (st && b.start) {
+      done();
+      return b.start_info;
+    }
+    if (!st && st.error().code != ErrorCode::kTimeout) {
+      done();
+      return st.error();
+    }
+    if (!st && !early && Clock::now() >= deadline) {
+      done();
+      return make_error(ErrorCode::kTimeout, "no START within " + std::to_string(o_.link.silence_ms) + " ms");
+    }
+    if (terminal(mig.state())) {
+      done();
+      return make_error(ErrorCode::kCancelled, "the migration ended");
+    }
+    std::lock_guard<std::mutex> g(mu_);
+    auto it = awaiting_.find(key);
+    if (it == awaiting_.end() || it->second != mine)  // find(): the newer waiter may have erased the entry
+      return make_error(ErrorCode::kCancelled, "replaced by a newer connection for the stream");
+  }
 }
 
 // ---- the source role: QEMU's connections to the local sockets ----
 
 Status DataPlane::listen_local(const std::shared_ptr<Migration>& mig) {
   const MigrationConfig& cfg = mig->config();
-  // Connect the migration streams now, while QEMU has not yet: only to a
-  // destination the controller says speaks version 2 (which connects to its
-  // QEMU on the first record, not on the handshake).
-  const uint16_t version = std::min<uint16_t>(cfg.peer_protocol, o_.max_version);
-  if (!cfg.listen_path.empty() && version >= wire::kVersion2) {
+  // One version is spoken: a destination the controller says speaks another
+  // cannot take this migration. Say so now, not as a failed handshake later.
+  if (cfg.peer_protocol != 0 && cfg.peer_protocol != wire::kVersion)
+    return make_error(ErrorCode::kBadVersion, "the destination's encmigd speaks protocol version " +
+                                                  std::to_string(cfg.peer_protocol) + "; this one speaks version " +
+                                                  std::to_string(wire::kVersion) + " only: upgrade both hosts");
+  // Connect the migration streams now, while QEMU has not yet: the
+  // destination connects to its QEMU only on a stream's START, which we send
+  // when our QEMU connects.
+  if (!cfg.listen_path.empty()) {
     std::weak_ptr<Migration> weak = mig;
-    auto conns = Preconnected::start(uint32_t(std::max(1, cfg.expected_streams)), [this, weak, version](uint32_t index) {
+    auto conns = Preconnected::start(uint32_t(std::max(1, cfg.expected_streams)), [this, weak](uint32_t index) {
       auto m = weak.lock();
       if (!m) return Result<std::unique_ptr<EncryptedChannel>>(make_error(ErrorCode::kCancelled, "the migration ended"));
-      return connect_stream(m, wire::Kind::kMigration, index, version, 0, o_.acceptor.handshake_timeout_ms);
+      return connect_stream(m, wire::Kind::kMigration, index, 0, o_.acceptor.handshake_timeout_ms);
     });
     std::lock_guard<std::mutex> g(mu_);
     auto& slot = preconnected_[mig->id()];
@@ -369,15 +396,14 @@ std::unique_ptr<EncryptedChannel> DataPlane::take_preconnected(const Migration& 
 }
 
 Result<std::unique_ptr<EncryptedChannel>> DataPlane::connect_stream(const std::shared_ptr<Migration>& mig, wire::Kind kind,
-                                                                    uint32_t index, uint16_t version, uint32_t flags,
-                                                                    int connect_ms) {
+                                                                    uint32_t index, uint32_t flags, int connect_ms) {
   Deadline deadline = deadline_in(o_.acceptor.handshake_timeout_ms);
   auto tcp = tcp_connect(mig->config().peer, o_.socket, std::min(connect_ms, o_.acceptor.handshake_timeout_ms));
   if (!tcp) return tcp.error();
   auto secrets = mig->secrets();
   if (!secrets) return secrets.error();
   return client_handshake(std::move(tcp.value()), std::move(secrets.value()), kind, index, stream_name(kind, index),
-                          deadline, version, flags);
+                          deadline, flags);
 }
 
 void DataPlane::accept_local_loop(std::shared_ptr<Migration> mig, int listen_fd, wire::Kind kind) {
@@ -412,41 +438,25 @@ void DataPlane::accept_local_loop(std::shared_ptr<Migration> mig, int listen_fd,
   }
 }
 
-// The source's side of one stream: the first connection speaks the newest
-// version; a peer that refuses it with "unsupported version" gets version 1
-// (no resume), once per migration. Later connections resume the stream.
+// The source's side of one stream: its first connection (made at arm, or now),
+// then, when one breaks, connections that resume the stream.
 void DataPlane::handle_outgoing(std::shared_ptr<Migration> mig, std::shared_ptr<Stream> s) {
-  auto link = std::make_shared<StreamLink>(*s, MigrationRole::kSource, o_.link);
+  auto link = make_link(mig, *s, MigrationRole::kSource);
   StreamClosedOnExit closed{*mig, s};
   auto fail = [&](const Error& e) { mig->fail(e.code, s->name, e.message()); };
   mig->attach_link(s, link);
 
-  auto connect = [this, mig, s](uint16_t version, uint32_t flags, int connect_ms) {
-    return connect_stream(mig, s->kind, s->index, version, flags, connect_ms);
+  auto connect = [this, mig, s](uint32_t flags, int connect_ms) {
+    return connect_stream(mig, s->kind, s->index, flags, connect_ms);
   };
-  // The controller may have told us what the peer speaks (from the peer's
-  // authenticated answer): then an "unsupported version" alert is forged or a
-  // misconfiguration, and the stream fails rather than lose resume.
-  const uint16_t told = mig->config().peer_protocol;
-  uint16_t version = std::min<uint16_t>(told ? told : mig->peer_version(), o_.max_version);
-  const int full = o_.acceptor.handshake_timeout_ms;
   Result<std::unique_ptr<EncryptedChannel>> first = take_preconnected(*mig, *s);
-  if (!first.value()) first = connect(version, 0, full);
-  if (!first && !told && version > wire::kVersion1 && first.error().code == ErrorCode::kPeerAlert &&
-      first.error().detail.find(error_code_name(ErrorCode::kBadVersion)) != std::string::npos) {
-    version = wire::kVersion1;  // a version-1 peer: no resume
-    mig->set_peer_version(version);
-    log_line("migration " + mig->id() + ": the destination speaks protocol version 1 only: streams cannot resume");
-    first = connect(version, 0, full);
-  }
+  if (!first.value()) first = connect(0, o_.acceptor.handshake_timeout_ms);
   if (!first) return fail(first.error());
-  StreamLink::Reconnect reconnect;
   // A reconnect's SYN sent into an outage would wait for the kernel's next
   // SYN retransmission (1, 3, 7 s...) after the path heals: give up on it
   // after 2 s and send a fresh one.
-  if (version >= wire::kVersion2)
-    reconnect = [connect] { return connect(wire::kVersion2, wire::kHelloFlagResume, kReconnectConnectMs); };
-  if (auto st = link->run(std::move(first.value()), reconnect); !st) fail(st.error());
+  StreamLink::Reconnect reconnect = [connect] { return connect(wire::kHelloFlagResume, kReconnectConnectMs); };
+  if (auto st = link->run(std::move(first.value()), nullptr, reconnect); !st) fail(st.error());
 }
 
 }  // namespace encmig

@@ -9,8 +9,10 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <tuple>
 #include <vector>
 
+#include "migration/buffer_pool.h"
 #include "migration/handshake_io.h"
 #include "migration/preconnect.h"
 #include "migration/stream_link.h"
@@ -25,9 +27,9 @@ struct DataPlaneOptions {
   AcceptorLimits acceptor;           // unauthenticated connections on the data port
   int order_timeout_ms = 30000;      // how long a stream waits for a lower-indexed one
   MigrationTimeouts timeouts;        // expiry, stall, end grace
-  LinkOptions link;                  // window, keepalive, outage budget (protocol version 2)
+  LinkOptions link;                  // window, keepalive, outage budget
   int max_migrations = 64;           // migrations armed and not yet ended, at once
-  uint16_t max_version = wire::kVersion;  // the newest protocol version spoken (1: no resume)
+  uint64_t resend_budget = 0;        // bytes of resend logs, daemon-wide (0: BufferPool::default_budget())
   std::string software;              // in probe replies
 };
 
@@ -42,8 +44,10 @@ class DataPlane {
   const DataPlaneOptions& options() const { return o_; }
 
   // ---- the table of armed migrations, by id ----
-  // kAlreadyArmed if the id is taken, kLimit beyond max_migrations.
+  // kAlreadyArmed if the id is taken; kLimit beyond max_migrations, or when
+  // the resend budget cannot give each of its streams its minimum.
   Status add(std::shared_ptr<Migration> m);
+  const BufferPool& pool() const { return *pool_; }
   std::shared_ptr<Migration> find(const std::string& id);
   std::shared_ptr<Migration> take(const std::string& id);  // removes it
   // A migration taken out of the table whose streams are still finishing:
@@ -66,6 +70,9 @@ class DataPlane {
     // Source: streams that used a connection made at arm, and those that
     // could not (it failed, went stale or was closed) and connected late.
     uint64_t preconnect_used = 0, preconnect_unused = 0;
+    // Migrations refused at arm because the resend budget was spent; times a
+    // stream's window stopped growing at the budget; buffers not locked.
+    uint64_t refused_budget = 0, windows_capped = 0, buffers_unlocked = 0;
     size_t open = 0, pending = 0;
     std::map<std::string, uint64_t> failures;  // migrations failed, by error name
     std::map<std::string, uint64_t> refused;   // unauthenticated connections refused, by class
@@ -79,15 +86,15 @@ class DataPlane {
   void accept_local_loop(std::shared_ptr<Migration> mig, int listen_fd, wire::Kind kind);
   void handle_outgoing(std::shared_ptr<Migration> mig, std::shared_ptr<Stream> stream);
   Result<std::unique_ptr<EncryptedChannel>> connect_stream(const std::shared_ptr<Migration>& mig, wire::Kind kind,
-                                                           uint32_t index, uint16_t version, uint32_t flags,
-                                                           int connect_ms);
+                                                           uint32_t index, uint32_t flags, int connect_ms);
   std::unique_ptr<EncryptedChannel> take_preconnected(const Migration& mig, const Stream& s);
-  bool await_first_record(const Migration& mig, const wire::Hello& hello, const EncryptedChannel& ch);
-  Status start_at_resume(EncryptedChannel& ch);
+  Result<wire::Start> await_start(const Migration& mig, const wire::Hello& hello, EncryptedChannel& ch);
+  std::shared_ptr<StreamLink> make_link(const std::shared_ptr<Migration>& mig, Stream& s, MigrationRole role);
   void reaper_loop();
 
   DataPlaneOptions o_;
   std::unique_ptr<HandshakeAcceptor> acceptor_;
+  std::unique_ptr<BufferPool> pool_;
   uint16_t port_ = 0;
   std::mutex mu_;
   std::map<std::string, std::shared_ptr<Migration>> migrations_;
@@ -97,12 +104,12 @@ class DataPlane {
     std::shared_ptr<Preconnected> conns;
   };
   std::map<std::string, Early> preconnected_;  // source: connections made at arm, by migration id
-  // Destination: the newest connection waiting for its first record, per
-  // migration and stream index (an older one for the same stream is dropped).
-  std::map<std::pair<std::string, uint32_t>, uint64_t> awaiting_;
+  // Destination: the newest connection waiting for its START, per migration
+  // and stream (kind, index): an older one for the same stream is dropped.
+  std::map<std::tuple<std::string, wire::Kind, uint32_t>, uint64_t> awaiting_;
   uint64_t awaiting_gen_ = 0;
   std::map<std::string, uint64_t> failures_;
-  std::atomic<uint64_t> local_refused_{0}, preconnect_used_{0}, preconnect_unused_{0};
+  std::atomic<uint64_t> local_refused_{0}, preconnect_used_{0}, preconnect_unused_{0}, refused_budget_{0};
   std::atomic<bool> stop_{false};
   RateLimitedLog log_;
 };

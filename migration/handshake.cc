@@ -26,11 +26,10 @@ Result<SessionKeys> make_keys(ConnectionSecrets& cs, bool client, const wire::He
 // ---- client ----
 
 Result<ClientHandshake> ClientHandshake::create(MigrationSecrets secrets, wire::Kind kind, uint32_t stream_index,
-                                                const wire::Random* fixed_random, uint16_t version, uint32_t flags) {
-  if (version < wire::kMinVersion || version > wire::kVersion || (version < wire::kVersion2 && flags))
-    return make_error(ErrorCode::kInvalidArgument, "hello version/flags");
+                                                const wire::Random* fixed_random, uint32_t flags) {
+  if (flags & ~wire::kHelloFlagResume) return make_error(ErrorCode::kInvalidArgument, "hello flags");
   ClientHandshake c;
-  c.sent_.version = version;
+  c.sent_.version = wire::kVersion;
   c.sent_.flags = flags;
   c.sent_.kind = kind;
   c.sent_.role = wire::Role::kClient;

@@ -26,11 +26,10 @@ class ClientHandshake {
  public:
   enum class State { kAwaitServer, kDone, kFailed };
 
-  // `fixed_random` is for known-answer tests only. `version` and `flags`
-  // (version 2: kHelloFlagResume) go into the hello, and so into T.
+  // `fixed_random` is for known-answer tests only. `flags`
+  // (kHelloFlagResume) go into the hello, and so into T.
   static Result<ClientHandshake> create(MigrationSecrets secrets, wire::Kind kind, uint32_t stream_index,
-                                        const wire::Random* fixed_random = nullptr, uint16_t version = wire::kVersion,
-                                        uint32_t flags = 0);
+                                        const wire::Random* fixed_random = nullptr, uint32_t flags = 0);
 
   // The 64-byte ClientHello, to send first.
   std::span<const uint8_t> hello() const { return hello_; }

@@ -20,8 +20,8 @@ using Clock = std::chrono::steady_clock;
 
 Result<std::unique_ptr<EncryptedChannel>> client_handshake(Fd&& tcp, MigrationSecrets secrets, wire::Kind kind,
                                                            uint32_t index, std::string name, Deadline deadline,
-                                                           uint16_t version, uint32_t flags) {
-  auto hs = ClientHandshake::create(std::move(secrets), kind, index, nullptr, version, flags);
+                                                           uint32_t flags) {
+  auto hs = ClientHandshake::create(std::move(secrets), kind, index, nullptr, flags);
   if (!hs) return hs.error();
   if (auto st = write_all(tcp.get(), hs->hello().data(), hs->hello().size()); !st) return st.error();
   uint8_t buf[wire::kServerFlightSize];

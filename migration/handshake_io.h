@@ -31,7 +31,7 @@ namespace encmig {
 // then owns the socket. On failure `tcp` still owns it.
 Result<std::unique_ptr<EncryptedChannel>> client_handshake(Fd&& tcp, MigrationSecrets secrets, wire::Kind kind,
                                                            uint32_t index, std::string name, Deadline deadline,
-                                                           uint16_t version = wire::kVersion, uint32_t flags = 0);
+                                                           uint32_t flags = 0);
 
 // Asks a daemon's data port what it can do (docs/protocol.md, section 9).
 Result<wire::ProbeReply> probe_daemon(const HostPort& hp, int timeout_ms);

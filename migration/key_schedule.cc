@@ -36,15 +36,33 @@ Result<MigrationSecrets> MigrationSecrets::clone() const {
   return m;
 }
 
-Result<ConnectionSecrets> ConnectionSecrets::derive(const MigrationSecrets& m,
-                                                    const uint8_t client_hello[wire::kHelloSize],
-                                                    const uint8_t server_hello[wire::kHelloSize]) {
+namespace {
+Result<Secret> migration_prk(const MigrationSecrets& m) {
   if (m.key.size() != wire::kKeySize) return make_error(ErrorCode::kInvalidArgument, "migration key size");
   std::vector<uint8_t> salt(wire::kLabelSalt.begin(), wire::kLabelSalt.end());
   salt.insert(salt.end(), m.nonce.begin(), m.nonce.end());
   salt.insert(salt.end(), m.id.begin(), m.id.end());
   // The migration nonce is public salt material (key_schedule.h), not an AEAD nonce.
-  auto prk = hkdf_extract(salt, m.key);
+  return hkdf_extract(salt, m.key);
+}
+}  // namespace
+
+Result<Secret> derive_stream_secret(const MigrationSecrets& m, wire::Kind kind, uint32_t index, Direction d,
+                                    const wire::Salt& salt) {
+  auto prk = migration_prk(m);
+  if (!prk) return prk.error();
+  uint8_t tail[1 + 4 + wire::kSaltSize];
+  tail[0] = uint8_t(kind);
+  wire::put32(tail + 1, index);
+  std::memcpy(tail + 5, salt.data(), salt.size());
+  const auto label = d == Direction::kClientToServer ? wire::kLabelC2sStream : wire::kLabelS2cStream;
+  return hkdf_expand(prk.value(), label_with(label, tail, sizeof tail), wire::kTrafficSecretSize);
+}
+
+Result<ConnectionSecrets> ConnectionSecrets::derive(const MigrationSecrets& m,
+                                                    const uint8_t client_hello[wire::kHelloSize],
+                                                    const uint8_t server_hello[wire::kHelloSize]) {
+  auto prk = migration_prk(m);
   if (!prk) return prk.error();
 
   ConnectionSecrets cs;
@@ -71,10 +89,10 @@ Result<ConnectionSecrets> ConnectionSecrets::derive(const MigrationSecrets& m,
   return cs;
 }
 
-Result<TrafficKeys> TrafficKeys::create(Secret traffic_secret) {
-  if (traffic_secret.size() != wire::kTrafficSecretSize) return make_error(ErrorCode::kInvalidArgument, "traffic secret size");
+Result<TrafficKeys> TrafficKeys::create(Secret secret) {
+  if (secret.size() != wire::kTrafficSecretSize) return make_error(ErrorCode::kInvalidArgument, "traffic secret size");
   TrafficKeys k;
-  k.traffic_ = std::move(traffic_secret);
+  k.traffic_ = std::move(secret);
   if (auto st = k.prepare(0); !st) return st.error();
   return k;
 }
@@ -101,25 +119,20 @@ void TrafficKeys::nonce(uint64_t counter, uint8_t out[kAeadNonceSize]) const {
   for (int i = 0; i < 8; i++) out[4 + i] ^= uint8_t(counter >> (56 - 8 * i));
 }
 
-Status TrafficKeys::seal(uint64_t counter, const uint8_t* header, uint8_t* payload, size_t len, uint8_t* tag) {
+Status TrafficKeys::seal(uint64_t counter, const uint8_t* aad, size_t aad_len, uint8_t* payload, size_t len,
+                         uint8_t* tag) {
   if (auto st = prepare(counter); !st) return st;
   uint8_t n[kAeadNonceSize];
   nonce(counter, n);
-  return aead_.seal(n, header, wire::kRecordHeaderSize, payload, len, tag);
+  return aead_.seal(n, aad, aad_len, payload, len, tag);
 }
 
-Status TrafficKeys::seal_to(uint64_t counter, const uint8_t* header, const uint8_t* src, size_t len, uint8_t* out) {
+Status TrafficKeys::open(uint64_t counter, const uint8_t* aad, size_t aad_len, uint8_t* payload, size_t len,
+                         const uint8_t* tag) {
   if (auto st = prepare(counter); !st) return st;
   uint8_t n[kAeadNonceSize];
   nonce(counter, n);
-  return aead_.seal_to(n, header, wire::kRecordHeaderSize, src, len, out);
-}
-
-Status TrafficKeys::open(uint64_t counter, const uint8_t* header, uint8_t* payload, size_t len, const uint8_t* tag) {
-  if (auto st = prepare(counter); !st) return st;
-  uint8_t n[kAeadNonceSize];
-  nonce(counter, n);
-  auto st = aead_.open(n, header, wire::kRecordHeaderSize, payload, len, tag);
+  auto st = aead_.open(n, aad, aad_len, payload, len, tag);
   if (!st && st.error().code == ErrorCode::kTagMismatch) return make_error(ErrorCode::kAuthFailed);
   return st;
 }

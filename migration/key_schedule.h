@@ -40,30 +40,41 @@ struct ConnectionSecrets {
                                           const uint8_t server_hello[wire::kHelloSize]);
 };
 
-class RecordSealer;
-class RecordOpener;
+// The secret of one direction of one stream's DATA records (stream_d):
+// HKDF-Expand(PRK, "encmig/3 d stream" || kind || be32(index) || salt, 32).
+// The same on every connection of the stream; the salt is drawn fresh by the
+// direction's sender when the stream starts, so no two streams ever share it,
+// even under a reused migration key.
+Result<Secret> derive_stream_secret(const MigrationSecrets& m, wire::Kind kind, uint32_t index, Direction d,
+                                    const wire::Salt& salt);
 
-// One direction's record keys, with epoch rekeying. Only the record layer
-// (migration/record.h) can seal or open with them, and only at the counter
-// it owns: no caller ever chooses a nonce.
+class DataSealer;
+class DataOpener;
+class ControlSealer;
+class RecordReader;
+
+// One direction's record keys (a connection's traffic_d, or a stream's
+// stream_d), with epoch rekeying. Only the record layer (migration/record.h)
+// can seal or open with them, and only at the counter it owns: no caller ever
+// chooses a nonce.
 class TrafficKeys {
  public:
-  static Result<TrafficKeys> create(Secret traffic_secret);
+  static Result<TrafficKeys> create(Secret secret);
   TrafficKeys() = default;
   TrafficKeys(TrafficKeys&&) = default;
   TrafficKeys& operator=(TrafficKeys&&) = default;
 
  private:
-  friend class RecordSealer;
-  friend class RecordOpener;
-  // Seal or open the record with this counter (its header is the AAD),
-  // rekeying first when the counter starts a new epoch.
-  Status seal(uint64_t counter, const uint8_t header[wire::kRecordHeaderSize], uint8_t* payload, size_t len,
+  friend class DataSealer;
+  friend class DataOpener;
+  friend class ControlSealer;
+  friend class RecordReader;
+  // Seal or open in place the record with this counter, rekeying first when
+  // the counter starts a new epoch. `aad` is the header (control records) or
+  // the header and the position (DATA).
+  Status seal(uint64_t counter, const uint8_t* aad, size_t aad_len, uint8_t* payload, size_t len,
               uint8_t tag[wire::kTagSize]);
-  // Out of place: `out` receives ciphertext || tag.
-  Status seal_to(uint64_t counter, const uint8_t header[wire::kRecordHeaderSize], const uint8_t* src, size_t len,
-                 uint8_t* out);
-  Status open(uint64_t counter, const uint8_t header[wire::kRecordHeaderSize], uint8_t* payload, size_t len,
+  Status open(uint64_t counter, const uint8_t* aad, size_t aad_len, uint8_t* payload, size_t len,
               const uint8_t tag[wire::kTagSize]);
   Status prepare(uint64_t counter);
   void nonce(uint64_t counter, uint8_t out[kAeadNonceSize]) const;

@@ -1,99 +1,125 @@
-// Records: seal and open in place, with no socket and no allocation.
+// Records: seal and open in place, with no socket and no allocation
+// (docs/protocol.md, section 6).
+//
+// Two kinds of records share one layout. DATA records belong to a stream:
+// each direction of a stream has one DataSealer at its sender and one
+// DataOpener at its receiver, kept across every connection the stream uses,
+// under the stream's own keys. A DATA record is sealed exactly once; after a
+// resume the same bytes are sent again, so no nonce ever protects two
+// different plaintexts. Control records (START, ACK, FIN, ERROR) belong to a
+// connection, under its keys: a ControlSealer sends them, and a RecordReader
+// reads everything that arrives on a connection, both kinds.
 #pragma once
 #include <cstddef>
 #include <cstdint>
 #include <string>
 
+#include "crypto/digest.h"
 #include "migration/key_schedule.h"
 #include "migration/wire.h"
 
 namespace encmig {
 
-class RecordSealer {
+class DataSealer {
  public:
-  // `version` decides what may follow a FIN: nothing in version 1; ACK and
-  // ERROR records in version 2. `base`: the stream position (DATA payload
-  // bytes) this connection starts at; 0 except for a resumed version-2
-  // stream. FIN carries base + bytes sent.
-  static Result<RecordSealer> create(TrafficKeys keys, uint16_t version = wire::kVersion, uint64_t base = 0);
-  RecordSealer() = default;
+  static Result<DataSealer> create(Secret stream_secret);
+  DataSealer() = default;
 
-  // Encrypts payload[0..len) in place; writes header and tag. DATA records
-  // need 1 <= len <= kMaxRecordPayload.
-  Status seal_data(uint8_t* payload, uint32_t len, uint8_t header[wire::kRecordHeaderSize],
-                   uint8_t tag[wire::kTagSize]);
-  // The same from a buffer kept intact (the resend buffer): the whole record,
-  // header || ciphertext || tag, into `out` (len + kRecordOverhead bytes).
-  Status seal_data_from(const uint8_t* src, uint32_t len, uint8_t* out);
-  // Version 2, before the first DATA of a resumed connection: the stream
-  // position this side's DATA continues at.
-  void rebase(uint64_t base) { bytes_ = base; }
-  // Version 2: an ACK or RESUME record carrying `position`, whole.
-  Status seal_position(wire::RecordType type, uint64_t position, uint8_t out[wire::kAckRecordSize]);
-  // The end-of-stream record, whole: header + 8-byte total + tag.
-  Status seal_fin(uint8_t out[wire::kFinRecordSize]);
-  // An ERROR record (code + text), whole; returns its size in `out_len`.
-  Status seal_error(ErrorCode code, const std::string& text, uint8_t out[wire::kMaxErrorRecordSize], size_t* out_len);
+  // rec[0, 16) is room for the header, rec[16, 16 + len) the payload
+  // (1 <= len <= kMaxRecordPayload), rec[16 + len, 32 + len) room for the
+  // tag: sealed in place, the whole record is then rec[0, len + 32).
+  Status seal(uint8_t* rec, uint32_t len);
+  // The stream's end: its totals and the digest of every tag sealed. Nothing
+  // may be sealed after it.
+  wire::Fin finish();
 
-  // Records of every type sealed so far (the next counter).
-  uint64_t records() const { return counter_; }
-  // The stream position: base + DATA payload bytes sealed.
-  uint64_t payload_bytes() const { return bytes_; }
+  uint64_t records() const { return records_; }    // DATA records sealed: the next counter
+  uint64_t position() const { return position_; }  // DATA payload bytes sealed
   bool finished() const { return finished_; }
 
  private:
-  Status seal(wire::RecordType type, uint8_t* payload, uint32_t len, uint8_t* header, uint8_t* tag);
-  Status check_next(wire::RecordType type) const;
   TrafficKeys keys_;
-  uint16_t version_ = wire::kVersion;
-  uint64_t counter_ = 0;
-  uint64_t bytes_ = 0;
-  bool fin_ = false;       // FIN sealed: no more DATA, FIN or RESUME
-  bool finished_ = false;  // nothing at all may follow (version 1 FIN, ERROR)
+  Sha256 digest_;
+  uint64_t records_ = 0, position_ = 0;
+  bool finished_ = false;
+  wire::Fin fin_;
 };
 
-class RecordOpener {
+class DataOpener {
  public:
-  // `version` decides which record types exist; `base` as for RecordSealer.
-  static Result<RecordOpener> create(TrafficKeys keys, uint16_t version = wire::kVersion, uint64_t base = 0);
-  RecordOpener() = default;
+  static Result<DataOpener> create(Secret stream_secret);
+  DataOpener() = default;
+
+  uint64_t records() const { return records_; }    // DATA records opened: the next expected counter
+  uint64_t position() const { return position_; }  // DATA payload bytes opened
+
+ private:
+  friend class RecordReader;
+  // The DATA record at rec, whose header `h` was checked: counter, then tag
+  // (AAD = header || be64(position)). Decrypts in place.
+  Status open(const wire::RecordHeader& h, uint8_t* rec);
+  TrafficKeys keys_;
+  uint64_t records_ = 0, position_ = 0;
+};
+
+class ControlSealer {
+ public:
+  static Result<ControlSealer> create(TrafficKeys keys);
+  ControlSealer() = default;
+
+  // Whole records. START must come first; after the FIN only ACK and ERROR;
+  // after an ERROR nothing.
+  Status seal_start(const wire::Start& s, uint8_t out[wire::kStartRecordSize]);
+  Status seal_ack(uint64_t position, uint8_t out[wire::kAckRecordSize]);
+  Status seal_fin(const wire::Fin& f, uint8_t out[wire::kFinRecordSize]);
+  Status seal_error(ErrorCode code, const std::string& text, uint8_t out[wire::kMaxErrorRecordSize], size_t* out_len);
+
+  uint64_t records() const { return counter_; }
+  bool finished() const { return finished_; }  // an ERROR was sealed
+
+ private:
+  Status seal(wire::RecordType type, uint8_t* out, uint32_t len);
+  TrafficKeys keys_;
+  uint64_t counter_ = 0;
+  bool started_ = false, fin_ = false, finished_ = false;
+};
+
+class RecordReader {
+ public:
+  static Result<RecordReader> create(TrafficKeys control_keys);
+  RecordReader() = default;
 
   struct Step {
-    // consumed == 0: need `need` more bytes in total from buf (need > avail).
+    // consumed == 0: `need` bytes in all are needed at buf (need > avail).
     size_t consumed = 0;
     size_t need = 0;
     wire::RecordType type = wire::RecordType::kData;
-    uint8_t* payload = nullptr;  // plaintext, in place; only for authenticated DATA
+    // DATA: the plaintext in place, its tag, its stream position and number.
+    uint8_t* payload = nullptr;
     uint32_t length = 0;
-    uint64_t position = 0;       // ACK and RESUME (version 2)
+    const uint8_t* tag = nullptr;
+    uint64_t position = 0;  // DATA: of its first byte; ACK: the acknowledged position
+    uint64_t number = 0;
+    wire::Start start;
+    wire::Fin fin;
   };
 
-  // Opens the record at the start of buf[0..avail). Checks the header, the
-  // length limit and the counter before any decryption. An ALERT from the
-  // peer, an ERROR record, a bad tag or a bad counter is a final error; the
-  // opener then refuses all further input.
-  Result<Step> open(uint8_t* buf, size_t avail);
+  // Opens the record at buf[0, avail). Header, length and counter are checked
+  // before anything is decrypted. `data` opens the peer's DATA: null until
+  // the peer's START named its salt (a DATA record then is out of order).
+  // The first record must be START (or an ERROR); after the FIN only ACK and
+  // ERROR. An Alert, an ERROR record, a bad tag or counter is final: the
+  // reader refuses all further input.
+  Result<Step> open(uint8_t* buf, size_t avail, DataOpener* data);
 
-  // Nothing may follow (version 1: the FIN; any version: an ERROR).
-  bool finished() const { return finished_; }
-  // The peer's FIN has been opened (in version 2 ACKs may still follow).
+  uint64_t records() const { return counter_; }  // control records opened
   bool fin_received() const { return fin_; }
-  // Version 2, before the first record of a resumed connection.
-  void rebase(uint64_t base) { bytes_ = base; }
-  // Records of every type opened so far (the next expected counter).
-  uint64_t records() const { return counter_; }
-  // The stream position: base + DATA payload bytes opened.
-  uint64_t payload_bytes() const { return bytes_; }
 
  private:
   Error fail(Error e);
   TrafficKeys keys_;
-  uint16_t version_ = wire::kVersion;
   uint64_t counter_ = 0;
-  uint64_t bytes_ = 0;
-  bool fin_ = false;
-  bool finished_ = false;
-  bool failed_ = false;
+  bool started_ = false, fin_ = false, failed_ = false;
 };
 
 }  // namespace encmig

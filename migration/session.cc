@@ -59,7 +59,6 @@ std::string stream_name(wire::Kind kind, uint32_t index) {
 void Stream::shutdown_all() {
   if (link) link->abort();
   if (local.valid()) ::shutdown(local.get(), SHUT_RDWR);
-  if (peer_fd >= 0) ::shutdown(peer_fd, SHUT_RDWR);
 }
 
 Migration::Migration(MigrationConfig cfg, MigrationSecrets secrets, EventFn events, FailureFn on_failure)
@@ -85,6 +84,12 @@ Result<MigrationSecrets> Migration::secrets() const {
   std::lock_guard<std::mutex> g(mu_);
   if (secrets_.key.empty()) return make_error(ErrorCode::kCancelled, "migration " + id_hex_ + " has ended");
   return secrets_.clone();
+}
+
+Result<Secret> Migration::stream_secret(wire::Kind kind, uint32_t index, Direction d, const wire::Salt& salt) const {
+  std::lock_guard<std::mutex> g(mu_);
+  if (secrets_.key.empty()) return make_error(ErrorCode::kCancelled, "migration " + id_hex_ + " has ended");
+  return derive_stream_secret(secrets_, kind, index, d, salt);
 }
 
 Result<std::shared_ptr<Stream>> Migration::add_stream(wire::Kind kind, uint32_t index, const MigrationTimeouts& t) {
@@ -172,7 +177,6 @@ uint64_t Migration::bytes_locked() const {
 void Migration::stream_closed(const std::shared_ptr<Stream>& s) {
   std::lock_guard<std::mutex> g(mu_);
   s->shutdown_all();
-  s->peer_fd = -1;
   s->local.reset();
   if (s->state != StreamState::kFailed) s->state = StreamState::kClosed;
   if (events_)
@@ -275,7 +279,9 @@ void Migration::tick(std::chrono::steady_clock::time_point now, const MigrationT
       events_("ENCMIG_STREAM_STATE", e.dump());
     }
   }
-  if (ending_ && reconnecting) end_requested_ = now;
+  // After migration-end a reconnecting stream gets the end's grace, not its
+  // whole outage budget: the key must not outlive the controller's end by
+  // more than that.
   if (ending_ && now - end_requested_ >= t.end_grace) {
     std::string open;
     for (auto& s : streams_)

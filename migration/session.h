@@ -77,12 +77,11 @@ const char* stream_state_name(StreamState s);
 
 // Per-stream state and counters.
 //
-// Socket ownership: the stream owns its local (QEMU-side) socket. The peer
-// socket is owned by the stream's handler (its Fd, then its EncryptedChannel);
-// the stream only knows its number, peer_fd, so that teardown can shut it down
-// from another thread. The handler calls Migration::stream_closed() before it
-// closes the peer socket; that clears peer_fd under the migration lock, so a
-// number that the kernel may reuse is never shut down.
+// Socket ownership: the stream owns its local (QEMU-side) socket, which is
+// shut down and closed only under the migration's lock. The connections to
+// the peer belong to the stream's link (migration/stream_link.h), which shuts
+// them down when told to abort, under its own lock, while it still holds
+// them: no thread ever acts on a descriptor number it does not own.
 class StreamLink;
 
 struct Stream {
@@ -91,9 +90,8 @@ struct Stream {
   std::string name;
   Fd local;
   ProcessWatch qemu;  // the QEMU behind `local`, when known: did it exit, or close?
-  std::atomic<int> peer_fd{-1};
-  // Payload bytes and DATA records relayed in each direction (FIN and ERROR
-  // records are not counted).
+  // Out: DATA payload bytes and records read from QEMU and sealed, each
+  // once (resends are counted by the link). In: delivered to QEMU.
   std::atomic<uint64_t> bytes_out{0}, bytes_in{0}, records_out{0}, records_in{0};
   std::atomic<StreamState> state{StreamState::kHandshake};
   std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
@@ -102,7 +100,7 @@ struct Stream {
   std::shared_ptr<StreamLink> link;
   // Reconnecting or not, as last announced in an ENCMIG_STREAM_STATE event.
   bool announced_reconnecting = false;
-  // Shuts both sockets down and stops the link (no reconnection after this).
+  // Stops the link (no reconnection after this) and shuts the local socket down.
   void shutdown_all();
 };
 
@@ -121,20 +119,20 @@ class Migration {
   // A copy of the secrets for one handshake; fails once the migration ended
   // (or the controller ended it).
   Result<MigrationSecrets> secrets() const;
+  // The secret of one direction of one stream's DATA (derive_stream_secret);
+  // fails once the key is wiped.
+  Result<Secret> stream_secret(wire::Kind kind, uint32_t index, Direction d, const wire::Salt& salt) const;
 
   // Registers a stream whose peer is authenticated. Refuses a duplicate
   // (kind, index), an index beyond the streams the controller announced, and
   // any stream once the migration ended. The first stream makes it kActive.
   Result<std::shared_ptr<Stream>> add_stream(wire::Kind kind, uint32_t index, const MigrationTimeouts& t);
   uint32_t next_source_index(wire::Kind kind);
-  // The protocol version the destination speaks (learned on the first stream).
-  // Protocol 2: streams now reconnecting, and resumes so far, over all streams.
+  // Streams now reconnecting, and resumes so far, over all streams.
   struct LinkTotals {
     uint64_t reconnecting = 0, resumes = 0;
   };
   LinkTotals link_totals() const;
-  uint16_t peer_version() const { return peer_version_.load(); }
-  void set_peer_version(uint16_t v) { peer_version_ = v; }
 
   // Destination: blocks until every lower-indexed stream of this kind has
   // been handed to QEMU, so QEMU accepts them in the source's order.
@@ -143,8 +141,8 @@ class Migration {
 
   // The first call wins; later calls add nothing.
   void fail(ErrorCode code, const std::string& stream, const std::string& detail);
-  // Every stream handler calls this exactly once, before it closes the peer
-  // socket: it shuts both sockets down and forgets their numbers.
+  // Every stream handler calls this exactly once, when its link is done: it
+  // shuts the local socket down and closes it.
   void stream_closed(const std::shared_ptr<Stream>& s);
   // Gives the stream its local (QEMU-side) socket, under the lock that
   // teardown takes. If the migration already ended, the socket is shut down.
@@ -192,7 +190,6 @@ class Migration {
   std::map<wire::Kind, uint32_t> next_turn_;   // destination: next index to hand to QEMU
   int closed_migration_streams_ = 0;
   bool ending_ = false;  // the controller called migration-end while streams were open
-  std::atomic<uint16_t> peer_version_{wire::kVersion};
   std::chrono::steady_clock::time_point armed_ = std::chrono::steady_clock::now();
   std::chrono::steady_clock::time_point end_requested_{}, ended_{}, last_progress_ = armed_;
   uint64_t last_bytes_ = 0;

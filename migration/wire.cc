@@ -28,8 +28,9 @@ const char* error_code_name(ErrorCode c) {
     case ErrorCode::kPolicy: return "refused by policy";
     case ErrorCode::kBadRole: return "wrong role in hello";
     case ErrorCode::kLocalFailure: return "failure on the peer's side";
-    case ErrorCode::kResumeRefused: return "resume refused";
+    case ErrorCode::kResumeRefused: return "stream start or resume refused";
     case ErrorCode::kBadAck: return "bad acknowledgement";
+    case ErrorCode::kIntegrity: return "stream integrity check failed";
     case ErrorCode::kCrypto: return "crypto library error";
     case ErrorCode::kIo: return "I/O error";
     case ErrorCode::kInvalidArgument: return "invalid argument";
@@ -80,7 +81,7 @@ void encode_hello(const Hello& h, uint8_t out[kHelloSize]) {
   put32(out + 8, h.stream_index);
   std::memcpy(out + 12, h.migration_id.data(), kMigrationIdSize);
   std::memcpy(out + 28, h.random.data(), kRandomSize);
-  put32(out + 60, h.version >= kVersion2 ? h.flags : 0);
+  put32(out + 60, h.flags);
 }
 
 Result<Hello> decode_hello(const uint8_t in[kHelloSize], Role expected_role) {
@@ -99,8 +100,7 @@ Result<Hello> decode_hello(const uint8_t in[kHelloSize], Role expected_role) {
   std::memcpy(h.migration_id.data(), in + 12, kMigrationIdSize);
   std::memcpy(h.random.data(), in + 28, kRandomSize);
   h.flags = get32(in + 60);
-  const uint32_t known = h.version >= kVersion2 ? kHelloFlagResume : 0;
-  if (h.flags & ~known) return make_error(ErrorCode::kBadReserved, "hello reserved bytes");
+  if (h.flags & ~kHelloFlagResume) return make_error(ErrorCode::kBadReserved, "hello reserved bytes");
   return h;
 }
 
@@ -148,11 +148,10 @@ void encode_record_header(const RecordHeader& h, uint8_t out[kRecordHeaderSize])
   put64(out + 8, h.counter);
 }
 
-Result<RecordHeader> decode_record_header(const uint8_t in[kRecordHeaderSize], uint16_t version) {
+Result<RecordHeader> decode_record_header(const uint8_t in[kRecordHeaderSize]) {
   RecordHeader h;
   uint8_t t = in[0];
-  const uint8_t last = version >= kVersion2 ? uint8_t(RecordType::kResume) : uint8_t(RecordType::kError);
-  if (t < uint8_t(RecordType::kData) || t > last)
+  if (t < uint8_t(RecordType::kData) || t > uint8_t(RecordType::kStart))
     return make_error(ErrorCode::kBadRecordType, "type " + std::to_string(t));
   h.type = RecordType(t);
   if (in[1] != 0 || get16(in + 2) != 0) return make_error(ErrorCode::kBadReserved, "record flags/reserved");
@@ -172,9 +171,12 @@ Result<RecordHeader> decode_record_header(const uint8_t in[kRecordHeaderSize], u
         return make_error(ErrorCode::kRecordTooLarge, "ERROR record length " + std::to_string(h.length));
       break;
     case RecordType::kAck:
-    case RecordType::kResume:
       if (h.length != kAckPayloadSize)
-        return make_error(ErrorCode::kRecordTooLarge, "ACK/RESUME record length " + std::to_string(h.length));
+        return make_error(ErrorCode::kRecordTooLarge, "ACK record length " + std::to_string(h.length));
+      break;
+    case RecordType::kStart:
+      if (h.length != kStartPayloadSize)
+        return make_error(ErrorCode::kRecordTooLarge, "START record length " + std::to_string(h.length));
       break;
   }
   return h;
@@ -186,7 +188,7 @@ const char* record_type_name(RecordType t) {
     case RecordType::kFin: return "FIN";
     case RecordType::kError: return "ERROR";
     case RecordType::kAck: return "ACK";
-    case RecordType::kResume: return "RESUME";
+    case RecordType::kStart: return "START";
   }
   return "unknown record";
 }

@@ -1,9 +1,9 @@
-// encmig wire protocol, versions 1 and 2. The whole format lives in this
-// header and is mirrored in docs/protocol.md. All integers are big-endian.
-// Version 2 adds, on the same hello and record layouts: hello flags (RESUME),
-// and two record types, ACK and RESUME, for acknowledged delivery, a window,
-// and streams that survive a broken connection (docs/protocol.md, sections
-// 15 to 17). A version-2 daemon talks to a version-1 peer in version 1.
+// encmig wire protocol, version 3. The whole format lives in this header and
+// is mirrored in docs/protocol.md. All integers are big-endian.
+//
+// Version 3 is the only version: no release shipped versions 1 or 2, so none
+// is carried. The version field stays (it is bound into every key), and a
+// hello of any other version is refused, never answered in another one.
 //
 // Connection (client = source encmigd, server = destination encmigd):
 //
@@ -11,16 +11,17 @@
 //   ClientHello (64) ------------------------->
 //                    <------------------------- ServerHello (64) + ServerConfirm (32)
 //                                               (or Alert (64), then close)
-//   ClientConfirm (32) ----------------------->
-//   Record* ... FIN   <------------------------> Record* ... FIN
+//   ClientConfirm (32) + START --------------->
+//                    <------------------------- START
+//   DATA, ACK ... FIN <-----------------------> DATA, ACK ... FIN
 //
-// Hello (64 bytes; the ServerHello echoes kind, index and id):
+// Hello (64 bytes; the ServerHello echoes kind, index, id and flags):
 //    0                   1                   2                   3
 //    0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 0 1
 //   +---------------------------------------------------------------+
 //   |                     magic "EMIG" 0x454d4947                   |  0
 //   +-------------------------------+---------------+---------------+
-//   |            version            |     kind      |     role      |  4
+//   |          version (3)          |     kind      |     role      |  4
 //   +-------------------------------+---------------+---------------+
 //   |                         stream index                          |  8
 //   +---------------------------------------------------------------+
@@ -28,7 +29,7 @@
 //   +---------------------------------------------------------------+
 //   |                        random (32 bytes)                      | 28
 //   +---------------------------------------------------------------+
-//   |          flags (v2; bit 0 RESUME) / reserved (v1: zero)        | 60
+//   |                  flags (bit 0 RESUME; others 0)               | 60
 //   +---------------------------------------------------------------+
 //
 // Alert (64 bytes, unauthenticated): magic "EMIA" (4), version (2), code (2),
@@ -48,20 +49,34 @@
 //   +---------------------------------------------------------------+
 //   |          ciphertext (length bytes) ...   |   tag (16 bytes)   | 16
 //   +---------------------------------------------------------------+
-//   AAD = the 16-byte header. GCM nonce = epoch IV XOR (0^32 || counter).
-//   Types: 1 DATA (1..2^20 bytes), 2 FIN (be64 total DATA bytes sent),
-//   3 ERROR (be16 code || text), and in version 2: 4 ACK (be64 DATA bytes
-//   of the peer delivered to the local QEMU), 5 RESUME (be64 the same, as the
-//   first record of a resumed connection).
+//
+// Two kinds of records share the layout:
+//   DATA (type 1, 1..2^20 bytes of the stream): a *stream* record. Sealed once
+//     by its sender under the keys of the stream's direction (stream_d below),
+//     counter = its number among the stream's DATA records in that direction,
+//     counted from the stream's start across every connection; AAD = header ||
+//     be64(stream position of its first byte). Resent after a resume as the
+//     same bytes, never sealed again.
+//   Control records, under the connection's keys (traffic_d), counter = their
+//     number among this connection's control records in that direction;
+//     AAD = header:
+//       2 FIN   (48): be64 total DATA bytes || be64 DATA records || digest (32)
+//       3 ERROR (2..256): be16 code || ASCII text
+//       4 ACK   (8): be64 position (DATA bytes of the peer delivered to QEMU;
+//                    total + 1 once its FIN is delivered too)
+//       5 START (40): be64 position (as ACK) || stream salt (32)
+//   START is the first record in each direction of every connection.
+//   digest = SHA-256(tag_0 || tag_1 || ... ) over the stream's DATA tags.
+//   GCM nonce = iv_e XOR (0^32 || be64(counter)), e = counter >> kEpochShift.
 //
 // Key schedule (labels below; section 4 of docs/protocol.md):
 //   PRK        = HKDF-Extract(salt = "encmig/1" || nonce || id, IKM = key)
 //   T          = SHA-256(ClientHello || ServerHello)
 //   traffic_d  = HKDF-Expand(PRK, "encmig/1 " d " traffic" || T, 32)   d in {c2s, s2c}
 //   confirm_d  = HKDF-Expand(PRK, "encmig/1 " d " confirm" || T, 32)
-//   key_d,e    = HKDF-Expand(traffic_d, "encmig/1 key" || be32(e), 32)
-//   iv_d,e     = HKDF-Expand(traffic_d, "encmig/1 iv"  || be32(e), 12)
-//   nonce(c)   = iv_d,e XOR (0^32 || be64(c)),  e = c >> kEpochShift
+//   stream_d   = HKDF-Expand(PRK, "encmig/3 " d " stream" || kind || be32(index) || salt_d, 32)
+//   key_e      = HKDF-Expand(secret, "encmig/1 key" || be32(e), 32)   secret = traffic_d or stream_d
+//   iv_e       = HKDF-Expand(secret, "encmig/1 iv"  || be32(e), 12)
 #pragma once
 #include <array>
 #include <cstddef>
@@ -104,8 +119,11 @@ enum class ErrorCode : uint16_t {
   kPolicy = 21,
   kBadRole = 22,          // a hello's role is not the one its sender must have
   kLocalFailure = 23,     // the sender failed on its own side (its QEMU, a socket, a timeout); the text says how
-  kResumeRefused = 24,    // v2: no such stream to resume, a finished one, or a position out of range
-  kBadAck = 25,           // v2: an ACK beyond what was sent, or below an earlier one
+  kResumeRefused = 24,    // a connection's first record is not START, or its START cannot be taken: no such
+                          // stream, a finished one, a position out of range, a salt that changed
+  kBadAck = 25,           // an ACK beyond what was sent, below an earlier one, or inside a record
+  kIntegrity = 26,        // what the receiver delivered to its QEMU is not what the FIN says was sent, or a
+                          // record was about to be delivered out of place: never a "completed" stream
   // ---- local codes ----
   kCrypto = 64,
   kIo = 65,
@@ -123,11 +141,10 @@ constexpr uint16_t kMaxWireErrorCode = 63;
 
 namespace wire {
 
-constexpr uint16_t kVersion1 = 1;
-constexpr uint16_t kVersion2 = 2;
-constexpr uint16_t kVersion = kVersion2;  // what this implementation speaks first
-constexpr uint16_t kMinVersion = kVersion1;
-constexpr uint32_t kHelloFlagResume = 1u << 0;  // v2: this connection resumes an existing stream
+constexpr uint16_t kVersion3 = 3;
+constexpr uint16_t kVersion = kVersion3;     // the one version spoken
+constexpr uint16_t kMinVersion = kVersion3;  // and the oldest one accepted
+constexpr uint32_t kHelloFlagResume = 1u << 0;  // this connection resumes an existing stream
 constexpr uint16_t kDefaultPort = 16520;  // encmigd's data port unless configured otherwise
 constexpr uint32_t kHelloMagic = 0x454d4947;  // "EMIG"
 constexpr uint32_t kAlertMagic = 0x454d4941;  // "EMIA"
@@ -153,18 +170,24 @@ constexpr size_t kRecordHeaderSize = 16;
 constexpr size_t kTagSize = 16;
 constexpr size_t kRecordOverhead = kRecordHeaderSize + kTagSize;
 constexpr uint32_t kMaxRecordPayload = 1u << 20;  // 1 MiB
-constexpr size_t kFinPayloadSize = 8;             // total DATA payload bytes sent
+constexpr size_t kDigestSize = 32;                // SHA-256 of the stream's DATA tags
+constexpr size_t kSaltSize = 32;                  // a stream direction's salt, in START
+constexpr size_t kFinPayloadSize = 8 + 8 + kDigestSize;  // total DATA bytes || DATA records || digest
 constexpr size_t kMinErrorPayload = 2;            // the be16 code
 constexpr size_t kMaxErrorPayload = 256;
 constexpr size_t kFinRecordSize = kRecordOverhead + kFinPayloadSize;
-constexpr size_t kAckPayloadSize = 8;             // v2 ACK and RESUME: be64 position
+constexpr size_t kAckPayloadSize = 8;             // ACK: be64 position
 constexpr size_t kAckRecordSize = kRecordOverhead + kAckPayloadSize;
+constexpr size_t kStartPayloadSize = 8 + kSaltSize;  // START: be64 position || salt
+constexpr size_t kStartRecordSize = kRecordOverhead + kStartPayloadSize;
+constexpr size_t kDataAadSize = kRecordHeaderSize + 8;  // DATA: header || be64 position
 constexpr size_t kMaxErrorRecordSize = kRecordOverhead + kMaxErrorPayload;
 // Rekey epochs: a fresh key and IV every 2^16 records, so one key protects at
 // most 2^16 * 2^20 = 2^36 bytes (2^32 AES blocks).
 constexpr unsigned kEpochShift = 16;
-// Records per direction of one stream: counters 0 .. 2^48 - 1. The record
-// with counter 2^48 - 1 is the last that may be sent (never reached in practice).
+// Counters 0 .. 2^48 - 1: DATA records per direction of one stream, and
+// control records per direction of one connection. The record with counter
+// 2^48 - 1 is the last that may be sent (never reached in practice).
 constexpr uint64_t kMaxRecordsPerDirection = 1ull << 48;
 
 constexpr uint32_t kCipherAes256Gcm = 1u << 0;
@@ -177,15 +200,19 @@ constexpr std::string_view kLabelC2sConfirm = "encmig/1 c2s confirm";
 constexpr std::string_view kLabelS2cConfirm = "encmig/1 s2c confirm";
 constexpr std::string_view kLabelEpochKey = "encmig/1 key";
 constexpr std::string_view kLabelEpochIv = "encmig/1 iv";
+constexpr std::string_view kLabelC2sStream = "encmig/3 c2s stream";
+constexpr std::string_view kLabelS2cStream = "encmig/3 s2c stream";
 constexpr size_t kTrafficSecretSize = 32;
 
 enum class Kind : uint8_t { kMigration = 1, kNbd = 2, kProbe = 3 };
 enum class Role : uint8_t { kClient = 1, kServer = 2 };
-enum class RecordType : uint8_t { kData = 1, kFin = 2, kError = 3, kAck = 4, kResume = 5 };
+enum class RecordType : uint8_t { kData = 1, kFin = 2, kError = 3, kAck = 4, kStart = 5 };
 const char* record_type_name(RecordType t);  // "DATA", "FIN", ...
 
 using MigrationId = std::array<uint8_t, kMigrationIdSize>;
 using Random = std::array<uint8_t, kRandomSize>;
+using Salt = std::array<uint8_t, kSaltSize>;
+using Digest = std::array<uint8_t, kDigestSize>;
 
 struct Hello {
   uint16_t version = kVersion;
@@ -194,7 +221,7 @@ struct Hello {
   uint32_t stream_index = 0;
   MigrationId migration_id{};
   Random random{};
-  uint32_t flags = 0;  // v2 only (kHelloFlag*); zero in v1
+  uint32_t flags = 0;  // kHelloFlag*
 };
 
 struct Alert {
@@ -217,6 +244,19 @@ struct RecordHeader {
   uint64_t counter = 0;
 };
 
+// START: the first record of each direction of every connection.
+struct Start {
+  uint64_t position = 0;  // what the sender has delivered of the peer's DATA (+1 with its FIN)
+  Salt salt{};            // the sender's DATA direction: its stream key's salt, the same on every connection
+};
+
+// FIN: the end of one direction of a stream, and its summary.
+struct Fin {
+  uint64_t total = 0;    // DATA payload bytes in the stream (the FIN is position total + 1)
+  uint64_t records = 0;  // DATA records in the stream
+  Digest digest{};       // SHA-256 over the tags of those records, in order
+};
+
 // Big-endian helpers.
 inline void put16(uint8_t* p, uint16_t v) { p[0] = uint8_t(v >> 8); p[1] = uint8_t(v); }
 inline void put32(uint8_t* p, uint32_t v) { for (int i = 0; i < 4; i++) p[i] = uint8_t(v >> (24 - 8 * i)); }
@@ -236,9 +276,8 @@ void encode_probe_reply(const ProbeReply& r, uint8_t out[kProbeReplySize]);
 Result<ProbeReply> decode_probe_reply(const uint8_t in[kProbeReplySize]);
 
 void encode_record_header(const RecordHeader& h, uint8_t out[kRecordHeaderSize]);
-// Checks type (ACK and RESUME only in `version` 2), flags, reserved and
-// length limits; does not check the counter.
-Result<RecordHeader> decode_record_header(const uint8_t in[kRecordHeaderSize], uint16_t version = kVersion);
+// Checks type, flags, reserved and length limits; not the counter.
+Result<RecordHeader> decode_record_header(const uint8_t in[kRecordHeaderSize]);
 
 inline uint32_t magic_of(const uint8_t* p) { return get32(p); }
 

@@ -8,10 +8,10 @@ top=$(cd "$(dirname "$0")/.." && pwd)
 secs=${1:-20}
 out=${FUZZ_OUT:-$top/build-fuzz}
 mkdir -p "$out"
-proto=(crypto/secret.cc crypto/random.cc crypto/hkdf.cc crypto/encoding.cc crypto/aead.cc crypto/aead_engine.cc
+proto=(crypto/secret.cc crypto/random.cc crypto/hkdf.cc crypto/digest.cc crypto/encoding.cc crypto/aead.cc crypto/aead_engine.cc
        crypto/aead_gnutls.cc crypto/aead_gcrypt.cc crypto/aead_openssl.cc crypto/aead_select.cc
        migration/wire.cc migration/key_schedule.cc migration/handshake.cc migration/record.cc)
-control=("${proto[@]}" migration/log.cc migration/socket.cc migration/local_peer.cc migration/channel.cc migration/stream_link.cc migration/session.cc
+control=("${proto[@]}" migration/log.cc migration/socket.cc migration/local_peer.cc migration/buffer_pool.cc migration/channel.cc migration/stream_link.cc migration/session.cc
          common/qmp.cc common/libvirt.cc common/handoff.cc daemon/arm_request.cc)
 flags=(-std=c++20 -O1 -g -fsanitize=fuzzer,address,undefined -I"$top")
 status=0

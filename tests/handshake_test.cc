@@ -154,7 +154,7 @@ TEST(Handshake, MalformedHellos) {
     uint8_t value;
     ErrorCode want;
   } cases[] = {
-      {0, 'X', ErrorCode::kBadMagic},       {5, 3, ErrorCode::kBadVersion},   {4, 1, ErrorCode::kBadVersion},
+      {0, 'X', ErrorCode::kBadMagic},       {5, 2, ErrorCode::kBadVersion},   {4, 1, ErrorCode::kBadVersion},
       {6, 0, ErrorCode::kBadKind},          {6, 9, ErrorCode::kBadKind},      {7, 2, ErrorCode::kBadRole},
       {63, 2, ErrorCode::kBadReserved},        {60, 0x80, ErrorCode::kBadReserved},
   };

@@ -1,20 +1,27 @@
-// StreamLink (protocol 2) between two links joined by socketpairs: data
-// survives a broken connection, exactly once and in order; a RESUME that
-// claims a position out of range, or comes for a stream that completed, is
-// refused.
+// StreamLink between two links joined by socketpairs, and against a
+// test-driven peer that holds the key: data survives broken connections
+// exactly once and in order; resumes that race are installed one at a time;
+// a START that claims a position out of range, another salt, or comes for a
+// stream that completed is refused; a delivery that skips or repeats a
+// record fails the stream on both sides.
 #include "migration/stream_link.h"
 
 #include <gtest/gtest.h>
+#include <signal.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <future>
+#include <random>
 #include <thread>
 
 #include "tests/protocol_helpers.h"
 
 namespace encmig {
 namespace {
+
+// As in encmigd: a peer that went away is an error return, not a signal.
+const bool kNoSigpipe = [] { return signal(SIGPIPE, SIG_IGN) != SIG_ERR; }();
 
 using test::fixed_secrets;
 using test::handshake_pair;
@@ -29,32 +36,46 @@ struct Channels {
   std::unique_ptr<EncryptedChannel> client, server;
 };
 
-Channels connect_pair() {
-  auto keys = handshake_pair(fixed_secrets());
+Channels connect_pair(bool resume = false) {
+  auto m = fixed_secrets();
+  auto c = ClientHandshake::create(m.clone().value(), wire::Kind::kMigration, 0, nullptr,
+                                   resume ? wire::kHelloFlagResume : 0);
+  auto s = ServerHandshake::create();
+  EXPECT_TRUE(s.consume(c->hello().data(), c->hello().size()).ok());
+  EXPECT_TRUE(s.accept(m).ok());
+  EXPECT_TRUE(c->consume(s.output().data(), s.output().size()).ok());
+  EXPECT_TRUE(s.consume(c->confirm().data(), c->confirm().size()).ok());
   auto [a, b] = socket_pair();
-  auto c = EncryptedChannel::create(std::move(a), std::move(keys.client), "main");
-  auto s = EncryptedChannel::create(std::move(b), std::move(keys.server), "main");
-  EXPECT_TRUE(c.ok() && s.ok());
-  return {std::move(c.value()), std::move(s.value())};
+  auto cc = EncryptedChannel::create(std::move(a), std::move(c->take_keys().value()), "main");
+  auto sc = EncryptedChannel::create(std::move(b), std::move(s.take_keys().value()), "main");
+  EXPECT_TRUE(cc.ok() && sc.ok());
+  return {std::move(cc.value()), std::move(sc.value())};
+}
+
+StreamLink::StreamSecret secret_fn() {
+  return [](Direction d, const wire::Salt& salt) {
+    return derive_stream_secret(fixed_secrets(), wire::Kind::kMigration, 0, d, salt);
+  };
 }
 
 // One side of a stream: the link and the "QEMU" end of its local socket.
 struct Side {
   Stream stream;
   Fd qemu;
+  BufferPool pool;
   std::unique_ptr<StreamLink> link;
-  Side(MigrationRole role, LinkOptions o) {
+  Side(MigrationRole role, LinkOptions o, uint64_t budget = 1ull << 30) : pool(budget) {
     auto [a, b] = socket_pair();
     stream.name = "main";
     stream.local = std::move(a);
     qemu = std::move(b);
-    link = std::make_unique<StreamLink>(stream, role, o);
+    link = std::make_unique<StreamLink>(stream, role, o, secret_fn(), pool);
   }
 };
 
-std::vector<uint8_t> pattern(size_t n) {
+std::vector<uint8_t> pattern(size_t n, uint32_t seed = 0) {
   std::vector<uint8_t> v(n);
-  for (size_t i = 0; i < n; i++) v[i] = uint8_t(i * 31 + (i >> 12));
+  for (size_t i = 0; i < n; i++) v[i] = uint8_t(i * 31 + (i >> 12) + seed);
   return v;
 }
 
@@ -80,6 +101,18 @@ std::vector<uint8_t> read_to_eof(int fd, size_t hint, std::function<void(size_t)
   return out;
 }
 
+std::vector<uint8_t> read_n(int fd, size_t n) {
+  std::vector<uint8_t> out(n);
+  size_t have = 0;
+  while (have < n) {
+    ssize_t r = ::read(fd, out.data() + have, n - have);
+    if (r <= 0) break;
+    have += size_t(r);
+  }
+  out.resize(have);
+  return out;
+}
+
 LinkOptions fast() {
   LinkOptions o;
   o.keepalive_ms = 100;
@@ -88,123 +121,265 @@ LinkOptions fast() {
   return o;
 }
 
-TEST(StreamLink, DataSurvivesABrokenConnectionExactlyOnceInOrder) {
-  Side src(MigrationRole::kSource, fast()), dst(MigrationRole::kDestination, fast());
-  auto first = connect_pair();
-  const int cut_fd = first.client->fd();
-  std::vector<std::thread> resumers;
-  StreamLink::Reconnect reconnect = [&]() -> Result<std::unique_ptr<EncryptedChannel>> {
-    auto p = connect_pair();
-    auto server = std::make_shared<std::unique_ptr<EncryptedChannel>>(std::move(p.server));
-    resumers.emplace_back([&dst, server] { EXPECT_TRUE(dst.link->resume(std::move(*server)).ok()); });
-    return std::move(p.client);
-  };
-  auto src_run = std::async(std::launch::async, [&] { return src.link->run(std::move(first.client), reconnect); });
-  auto dst_run = std::async(std::launch::async, [&] { return dst.link->run(std::move(first.server), nullptr); });
+// A source link and a destination link; `cut` breaks the current connection.
+struct Pair {
+  Side src{MigrationRole::kSource, fast()}, dst{MigrationRole::kDestination, fast()};
+  std::mutex mu;
+  int current_fd = -1;
+  std::vector<std::thread> offers;
+  std::future<Status> src_run, dst_run;
+  explicit Pair(LinkOptions dst_opts = fast()) : dst(MigrationRole::kDestination, dst_opts) {}
+  void start() {
+    auto first = connect_pair();
+    current_fd = first.client->fd();
+    StreamLink::Reconnect reconnect = [this]() -> Result<std::unique_ptr<EncryptedChannel>> {
+      auto p = connect_pair(true);
+      {
+        std::lock_guard<std::mutex> g(mu);
+        current_fd = p.client->fd();
+      }
+      auto server = std::make_shared<std::unique_ptr<EncryptedChannel>>(std::move(p.server));
+      // What the data plane does: read the client's START, then offer.
+      offers.emplace_back([this, server] {
+        EncryptedChannel::Batch b;
+        auto st = (*server)->receive(b, nullptr, 2000);
+        if (st.ok() && b.start) dst.link->offer(std::move(*server), b.start_info);
+      });
+      return std::move(p.client);
+    };
+    auto client = std::make_shared<std::unique_ptr<EncryptedChannel>>(std::move(first.client));
+    auto server = std::make_shared<std::unique_ptr<EncryptedChannel>>(std::move(first.server));
+    src_run = std::async(std::launch::async, [this, client, reconnect] {
+      return src.link->run(std::move(*client), nullptr, reconnect);
+    });
+    dst_run = std::async(std::launch::async, [this, server] {
+      EncryptedChannel::Batch b;
+      auto st = (*server)->receive(b, nullptr, 5000);
+      if (!st.ok() || !b.start) return Status(make_error(ErrorCode::kResumeRefused, "no START"));
+      return dst.link->run(std::move(*server), &b.start_info, nullptr);
+    });
+  }
+  void cut() {
+    std::lock_guard<std::mutex> g(mu);
+    ::shutdown(current_fd, SHUT_RDWR);
+  }
+  std::pair<Status, Status> finish() {
+    auto s = src_run.get(), d = dst_run.get();
+    for (auto& t : offers) t.join();
+    return {s, d};
+  }
+};
 
-  const auto data = pattern(24 << 20);
+TEST(StreamLink, DataSurvivesBrokenConnectionsExactlyOnceInOrder) {
+  Pair p;
+  p.start();
+  const auto data = pattern(48 << 20);
   std::thread writer([&] {
-    write_all_fd(src.qemu.get(), data);
-    ::shutdown(src.qemu.get(), SHUT_WR);  // QEMU is done: the link sends FIN
+    write_all_fd(p.src.qemu.get(), data);
+    ::shutdown(p.src.qemu.get(), SHUT_WR);  // QEMU is done: the link sends FIN
   });
-  bool cut = false;
-  auto got = read_to_eof(dst.qemu.get(), data.size(), [&](size_t n) {
-    if (!cut && n > (4 << 20)) {  // the network breaks mid-stream
-      cut = true;
-      ::shutdown(cut_fd, SHUT_RDWR);
+  // The return path carries data too.
+  const auto back = pattern(3 << 20, 7);
+  std::thread back_writer([&] {
+    write_all_fd(p.dst.qemu.get(), back);
+    ::shutdown(p.dst.qemu.get(), SHUT_WR);
+  });
+  std::vector<uint8_t> got_back;
+  std::thread back_reader([&] { got_back = read_to_eof(p.src.qemu.get(), back.size()); });
+  int cuts = 0;
+  auto got = read_to_eof(p.dst.qemu.get(), data.size(), [&](size_t n) {
+    if (cuts < 4 && n > size_t(cuts + 1) * (8 << 20)) {  // the network breaks, again and again
+      cuts++;
+      p.cut();
     }
   });
   writer.join();
-  ::shutdown(dst.qemu.get(), SHUT_WR);  // the destination QEMU closes its side too
-  EXPECT_TRUE(read_to_eof(src.qemu.get(), 0).empty());
-  auto s = src_run.get(), d = dst_run.get();
-  for (auto& t : resumers) t.join();
+  back_writer.join();
+  back_reader.join();
+  auto [s, d] = p.finish();
   EXPECT_TRUE(s.ok()) << s.error().text();
   EXPECT_TRUE(d.ok()) << d.error().text();
   ASSERT_EQ(got.size(), data.size());
   EXPECT_TRUE(got == data);
-  EXPECT_EQ(src.link->counters().resumes, 1u);
-  EXPECT_EQ(dst.link->counters().resumes, 1u);
+  EXPECT_TRUE(got_back == back);
+  EXPECT_EQ(cuts, 4);
+  EXPECT_GE(p.src.link->counters().resumes, 4u);
+  EXPECT_EQ(p.dst.link->counters().resumes, p.src.link->counters().resumes);
 }
 
-// The destination's link, and a test-driven peer that holds the key: what a
-// RESUME may claim is checked against what the link actually sent.
-TEST(StreamLink, RefusesAResumePositionOutOfRangeAndAResumeAfterTheEnd) {
-  Side dst(MigrationRole::kDestination, fast());
-  auto first = connect_pair();
-  auto peer = std::move(first.client);
-  auto dst_run = std::async(std::launch::async, [&] { return dst.link->run(std::move(first.server), nullptr); });
-  auto hello = pattern(1000);
-  std::vector<uint8_t> rec(EncryptedChannel::kHeadroom + hello.size() + EncryptedChannel::kTailroom);
-  std::copy(hello.begin(), hello.end(), rec.begin() + EncryptedChannel::kHeadroom);
-  ASSERT_TRUE(peer->send_data(rec.data(), uint32_t(hello.size())).ok());
-  uint8_t buf[1000];
-  size_t have = 0;
-  while (have < sizeof buf) {
-    ssize_t n = ::read(dst.qemu.get(), buf + have, sizeof buf - have);
-    ASSERT_GT(n, 0);
-    have += size_t(n);
+// A test-driven client that holds the key: it seals its DATA once, keeps it,
+// and can resend from any record boundary on any connection.
+struct Peer {
+  DataSealer sealer = DataSealer::create(secret_fn()(Direction::kClientToServer, salt()).value()).value();
+  std::vector<std::vector<uint8_t>> records;
+  std::vector<uint64_t> positions;
+  static wire::Salt salt() {
+    wire::Salt s;
+    s.fill(0x5a);
+    return s;
   }
-  ::shutdown(peer->fd(), SHUT_RDWR);  // the connection breaks
-  peer.reset();
+  void add(const std::vector<uint8_t>& payload) {
+    std::vector<uint8_t> rec(wire::kRecordOverhead + payload.size());
+    std::copy(payload.begin(), payload.end(), rec.begin() + wire::kRecordHeaderSize);
+    positions.push_back(sealer.position());
+    ASSERT_TRUE(sealer.seal(rec.data(), uint32_t(payload.size())).ok());
+    records.push_back(rec);
+  }
+  Status send_from(EncryptedChannel& ch, uint64_t position) {
+    for (size_t i = 0; i < records.size(); i++) {
+      if (positions[i] < position) continue;
+      if (auto st = ch.send_records(records[i].data(), records[i].size()); !st) return st;
+    }
+    return {};
+  }
+};
 
-  // The destination sent nothing, so a peer cannot have received 5000 bytes.
-  {
-    auto p = connect_pair();
-    auto forged = std::move(p.client);
-    auto r = std::async(std::launch::async, [&] { return dst.link->resume(std::move(p.server)); });
-    ASSERT_TRUE(forged->send_position(wire::RecordType::kResume, 5000).ok());
-    auto st = r.get();
-    ASSERT_FALSE(st.ok());
-    EXPECT_EQ(st.error().code, ErrorCode::kResumeRefused);
+// Waits for the server's START on `ch`; returns its position.
+wire::Start server_start_info(EncryptedChannel& ch) {
+  EncryptedChannel::Batch b;
+  auto st = ch.receive(b, nullptr, 3000);
+  EXPECT_TRUE(st.ok() && b.start) << (st.ok() ? "not START" : st.error().text());
+  return b.start_info;
+}
+uint64_t server_start(EncryptedChannel& ch) { return server_start_info(ch).position; }
+
+// Reads until the server's FIN and its ACK of `acked` both came.
+bool fin_and_ack(EncryptedChannel& ch, const wire::Salt& server_salt, uint64_t acked) {
+  auto opener = DataOpener::create(secret_fn()(Direction::kServerToClient, server_salt).value()).value();
+  EncryptedChannel::Batch b;
+  bool fin = false, ack = false;
+  for (int i = 0; i < 50 && !(fin && ack); i++) {
+    auto st = ch.receive(b, &opener, 200);
+    if (!st.ok() && st.error().code != ErrorCode::kTimeout) {
+      ADD_FAILURE() << st.error().text();
+      break;
+    }
+    fin |= b.fin;
+    ack |= b.ack && b.ack_last == acked;
+  }
+  return fin && ack;
+}
+
+// Two resumes of one stream overlap on the destination, as an attacker on
+// the path can arrange (hold one connection's bytes, reset it towards the
+// source only, release it after the next one began): the link installs them
+// one at a time, from its own count, and the late bytes of the first can
+// neither be delivered twice nor leave a gap.
+TEST(StreamLink, OverlappingResumesNeverDuplicateOrSkip) {
+  for (int order = 0; order < 3; order++) {
+    Side dst(MigrationRole::kDestination, fast());
+    Peer peer;
+    std::vector<uint8_t> want;
+    for (int i = 0; i < 12; i++) {
+      auto d = pattern(100000 + i * 1000, uint32_t(i));
+      peer.add(d);
+      want.insert(want.end(), d.begin(), d.end());
+    }
+    std::vector<uint8_t> got;
+    std::thread qemu([&] {
+      got = read_to_eof(dst.qemu.get(), want.size());
+    });
+    auto first = connect_pair();
+    auto c0 = std::move(first.client);
+    auto dst_run = std::async(std::launch::async, [&] {
+      wire::Start s{0, Peer::salt()};
+      return dst.link->run(std::move(first.server), &s, nullptr);
+    });
+    ASSERT_TRUE(c0->send_start({0, Peer::salt()}).ok());
+    // Records 0..3 go through, then the connection breaks.
+    for (int i = 0; i < 4; i++) ASSERT_TRUE(c0->send_records(peer.records[i].data(), peer.records[i].size()).ok());
+    (void)server_start(*c0);
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    c0->shutdown();
+    // Resume A: its START goes through; what the server answers is "lost".
+    auto a = connect_pair(true);
+    ASSERT_TRUE(a.client->send_start({0, Peer::salt()}).ok());
+    dst.link->offer(std::move(a.server), {0, Peer::salt()});
+    uint64_t pa = server_start(*a.client);
+    // Resume B starts while A is (for the server) alive.
+    auto b = connect_pair(true);
+    ASSERT_TRUE(b.client->send_start({0, Peer::salt()}).ok());
+    if (order == 0) {
+      // A's held bytes arrive first (records from A's position), then B is offered.
+      (void)peer.send_from(*a.client, pa);
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      dst.link->offer(std::move(b.server), {0, Peer::salt()});
+    } else if (order == 1) {
+      // B is offered first; A's bytes come late, on a connection the server dropped.
+      dst.link->offer(std::move(b.server), {0, Peer::salt()});
+      (void)peer.send_from(*a.client, pa);
+    } else {
+      // Both at once.
+      std::thread t([&] { (void)peer.send_from(*a.client, pa); });
+      dst.link->offer(std::move(b.server), {0, Peer::salt()});
+      t.join();
+    }
+    auto sb = server_start_info(*b.client);
+    ASSERT_TRUE(peer.send_from(*b.client, sb.position).ok());
+    ASSERT_TRUE(b.client->send_fin(peer.sealer.finish()).ok());
+    ::shutdown(dst.qemu.get(), SHUT_WR);
+    // The server's FIN and its ACK of ours: then ours of its FIN.
+    EXPECT_TRUE(fin_and_ack(*b.client, sb.salt, want.size() + 1)) << order;
+    ASSERT_TRUE(b.client->send_ack(1).ok());
+    auto d = dst_run.get();
+    qemu.join();
+    EXPECT_TRUE(d.ok()) << order << ": " << d.error().text();
+    ASSERT_EQ(got.size(), want.size()) << order;
+    EXPECT_TRUE(got == want) << order;
+  }
+}
+
+// The destination's link against a peer that holds the key: what a START
+// may claim is checked against what the link actually sent, and a stream's
+// salt never changes.
+TEST(StreamLink, RefusesABadStartAndAResumeAfterTheEnd) {
+  Side dst(MigrationRole::kDestination, fast());
+  Peer peer;
+  peer.add(pattern(1000));
+  auto first = connect_pair();
+  auto c0 = std::move(first.client);
+  auto dst_run = std::async(std::launch::async, [&] {
+    wire::Start s{0, Peer::salt()};
+    return dst.link->run(std::move(first.server), &s, nullptr);
+  });
+  ASSERT_TRUE(c0->send_start({0, Peer::salt()}).ok());
+  ASSERT_TRUE(peer.send_from(*c0, 0).ok());
+  EXPECT_EQ(read_n(dst.qemu.get(), 1000).size(), 1000u);
+  c0->shutdown();  // the connection breaks
+
+  auto refused = [&](wire::Start s) {
+    auto p = connect_pair(true);
+    dst.link->offer(std::move(p.server), s);
     EncryptedChannel::Batch b;
-    (void)forged->receive(b, 1000);  // the RESUME the link sent, then its ERROR
-    auto e = forged->receive(b, 1000);
-    ASSERT_FALSE(e.ok());
-    EXPECT_EQ(e.error().code, ErrorCode::kPeerError);
-  }
-  // A RESUME that is not the first record of its connection is refused too.
-  {
-    auto p = connect_pair();
-    auto wrong = std::move(p.client);
-    auto r = std::async(std::launch::async, [&] { return dst.link->resume(std::move(p.server)); });
-    std::vector<uint8_t> d(EncryptedChannel::kHeadroom + 10 + EncryptedChannel::kTailroom);
-    ASSERT_TRUE(wrong->send_data(d.data(), 10).ok());
-    EXPECT_EQ(r.get().error().code, ErrorCode::kResumeRefused);
-  }
+    auto st = p.client->receive(b, nullptr, 3000);
+    ASSERT_FALSE(st.ok());
+    EXPECT_EQ(st.error().code, ErrorCode::kPeerError);
+    EXPECT_NE(st.error().message().find("resume refused"), std::string::npos) << st.error().message();
+  };
+  // The destination sent nothing, so a peer cannot have received 5000 bytes.
+  refused({5000, Peer::salt()});
+  // Another salt is another stream's (or a forgery).
+  wire::Salt other = Peer::salt();
+  other[3] ^= 1;
+  refused({0, other});
+  EXPECT_EQ(dst.link->counters().refused_resumes, 2u);
   // The stream is still there for an honest resume: position 0 (the
   // destination sent nothing); the peer's data continues at 1000.
   {
-    auto p = connect_pair();
-    auto honest = std::move(p.client);
-    auto r = std::async(std::launch::async, [&] { return dst.link->resume(std::move(p.server)); });
-    ASSERT_TRUE(honest->send_position(wire::RecordType::kResume, 0).ok());
-    ASSERT_TRUE(r.get().ok());
-    EncryptedChannel::Batch b;
-    ASSERT_TRUE(honest->receive(b, 1000).ok());
-    ASSERT_TRUE(b.resume);
-    EXPECT_EQ(b.resume_position, 1000u);
-    honest->rebase_sender(1000);
-    ASSERT_TRUE(honest->send_fin().ok());
+    auto p = connect_pair(true);
+    ASSERT_TRUE(p.client->send_start({0, Peer::salt()}).ok());
+    dst.link->offer(std::move(p.server), {0, Peer::salt()});
+    auto ss = server_start_info(*p.client);
+    EXPECT_EQ(ss.position, 1000u);
+    ASSERT_TRUE(p.client->send_fin(peer.sealer.finish()).ok());
     ::shutdown(dst.qemu.get(), SHUT_WR);
-    // Wait for the link to acknowledge our FIN and send its own.
-    bool peer_fin = false, fin_acked = false;
-    for (int i = 0; i < 50 && !(peer_fin && fin_acked); i++) {
-      auto st = honest->receive(b, 200);
-      if (!st.ok() && st.error().code != ErrorCode::kTimeout) break;
-      peer_fin |= b.fin;
-      fin_acked |= b.ack && b.ack_position == 1001;
-    }
-    EXPECT_TRUE(peer_fin && fin_acked);
-    ASSERT_TRUE(honest->send_position(wire::RecordType::kAck, 1).ok());
+    EXPECT_TRUE(fin_and_ack(*p.client, ss.salt, 1001));
+    ASSERT_TRUE(p.client->send_ack(1).ok());
     auto d = dst_run.get();
     EXPECT_TRUE(d.ok()) << d.error().text();
   }
   // The stream completed: nothing to resume.
-  auto p = connect_pair();
-  auto st = dst.link->resume(std::move(p.server));
-  ASSERT_FALSE(st.ok());
-  EXPECT_EQ(st.error().code, ErrorCode::kResumeRefused);
+  refused({0, Peer::salt()});
 }
 
 // The connection breaks after both FINs crossed but before the ACK of the
@@ -212,28 +387,104 @@ TEST(StreamLink, RefusesAResumePositionOutOfRangeAndAResumeAfterTheEnd) {
 // ends the migration; then the stream is complete, not failed.
 TEST(StreamLink, SettlesAtTheEndWhenOnlyAnAckWasLost) {
   Side dst(MigrationRole::kDestination, fast());
+  Peer peer;
   auto first = connect_pair();
-  auto peer = std::move(first.client);
-  auto dst_run = std::async(std::launch::async, [&] { return dst.link->run(std::move(first.server), nullptr); });
-  ASSERT_TRUE(peer->send_fin().ok());                    // the source QEMU sent nothing and closed
+  auto c0 = std::move(first.client);
+  auto dst_run = std::async(std::launch::async, [&] {
+    wire::Start s{0, Peer::salt()};
+    return dst.link->run(std::move(first.server), &s, nullptr);
+  });
+  ASSERT_TRUE(c0->send_start({0, Peer::salt()}).ok());
+  ASSERT_TRUE(c0->send_fin(peer.sealer.finish()).ok());  // the source QEMU sent nothing and closed
   ::shutdown(dst.qemu.get(), SHUT_WR);                   // so did the destination QEMU
-  EncryptedChannel::Batch b;
-  bool peer_fin = false, fin_acked = false;
-  for (int i = 0; i < 50 && !(peer_fin && fin_acked); i++) {
-    auto st = peer->receive(b, 200);
-    if (!st.ok() && st.error().code != ErrorCode::kTimeout) break;
-    peer_fin |= b.fin;
-    fin_acked |= b.ack && b.ack_position == 1;
-  }
-  ASSERT_TRUE(peer_fin && fin_acked);
+  auto ss = server_start_info(*c0);
+  ASSERT_TRUE(fin_and_ack(*c0, ss.salt, 1));
   EXPECT_FALSE(dst.link->settle_at_end());  // still connected: nothing to settle
-  ::shutdown(peer->fd(), SHUT_RDWR);        // the ACK of its FIN never goes out
-  peer.reset();
-  for (int i = 0; i < 100 && !dst.link->counters().reconnecting; i++) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  c0->shutdown();                           // the ACK of its FIN never goes out
+  for (int i = 0; i < 100 && !dst.link->counters().reconnecting; i++)
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
   ASSERT_TRUE(dst.link->counters().reconnecting);
   EXPECT_TRUE(dst.link->settle_at_end());
   auto d = dst_run.get();
   EXPECT_TRUE(d.ok()) << d.error().text();
+}
+
+// A delivery bug (the test hook) that repeats or skips a record after it
+// was authenticated fails the stream with a named integrity error, on both
+// sides, instead of completing.
+TEST(StreamLink, IntegrityChecksCatchARepeatedOrSkippedRecord) {
+  for (auto fault : {LinkOptions::Fault::kRepeatRecord, LinkOptions::Fault::kSkipRecord}) {
+    for (uint64_t which : {uint64_t(3), uint64_t(0)}) {
+      LinkOptions o = fast();
+      o.fault = fault;
+      o.fault_record = which;
+      Pair p(o);
+      p.start();
+      std::thread writer([&] {
+        // Small writes: many records.
+        auto data = pattern(2 << 20);
+        for (size_t off = 0; off < data.size(); off += 65536) {
+          if (::write(p.src.qemu.get(), data.data() + off, 65536) <= 0) break;
+          std::this_thread::sleep_for(std::chrono::milliseconds(1));
+        }
+        ::shutdown(p.src.qemu.get(), SHUT_WR);
+      });
+      std::thread reader([&] { (void)read_to_eof(p.dst.qemu.get(), 0); });
+      ::shutdown(p.dst.qemu.get(), SHUT_WR);
+      auto [s, d] = p.finish();
+      writer.join();
+      reader.join();
+      ASSERT_FALSE(d.ok());
+      EXPECT_EQ(d.error().code, ErrorCode::kIntegrity) << d.error().text();
+      ASSERT_FALSE(s.ok());
+      EXPECT_EQ(s.error().code, ErrorCode::kPeerError);
+      EXPECT_NE(s.error().message().find("stream integrity check failed"), std::string::npos) << s.error().message();
+    }
+  }
+}
+
+// The resend budget is daemon-wide: a stream that cannot get its minimum
+// does not start, and says why.
+TEST(StreamLink, ResendBudgetSpent) {
+  Side src(MigrationRole::kSource, fast(), BufferPool::kChunk);  // less than the minimum
+  auto first = connect_pair();
+  auto st = src.link->run(std::move(first.client), nullptr, nullptr);
+  ASSERT_FALSE(st.ok());
+  EXPECT_EQ(st.error().code, ErrorCode::kLimit);
+  EXPECT_NE(st.error().message().find("resend budget"), std::string::npos);
+}
+
+// The resend log hands out records only from their boundaries, and refuses
+// a start below what it keeps.
+TEST(ResendLog, BoundariesAndRelease) {
+  BufferPool pool(64 << 20);
+  {
+    ResendLog log(pool);
+    ASSERT_TRUE(log.reserve_minimum());
+    uint64_t pos = 0;
+    std::vector<uint64_t> starts;
+    for (int i = 0; i < 40; i++) {
+      uint32_t cap = 0;
+      uint8_t* p = log.reserve(&cap);
+      ASSERT_NE(p, nullptr);
+      uint32_t len = std::min<uint32_t>(cap, 100000 + i * 7919);
+      starts.push_back(pos);
+      log.commit(len);
+      pos += len;
+    }
+    EXPECT_EQ(log.end(), pos);
+    for (uint64_t s : starts) EXPECT_TRUE(log.boundary(s));
+    EXPECT_FALSE(log.boundary(starts[5] + 1));
+    EXPECT_TRUE(log.run_from(starts[7]).ok());
+    EXPECT_FALSE(log.run_from(starts[7] + 3).ok());
+    log.release_to(starts[10] + 5);  // inside record 10: it stays
+    EXPECT_EQ(log.begin(), starts[10]);
+    EXPECT_FALSE(log.run_from(starts[9]).ok());  // below what is kept: an error, never a silent move
+    EXPECT_TRUE(log.run_from(starts[10]).ok());
+    log.release_to(pos);
+    EXPECT_EQ(log.begin(), pos);
+  }
+  EXPECT_EQ(pool.used(), 0u);  // everything went back
 }
 
 }  // namespace

@@ -35,36 +35,46 @@ TEST(Wire, RecordHeaderLimits) {
       {1, kMaxRecordPayload, ErrorCode::kOk},
       {1, kMaxRecordPayload + 1, ErrorCode::kRecordTooLarge},
       {1, 0, ErrorCode::kBadRecordType},
-      {2, 8, ErrorCode::kOk},
-      {2, 9, ErrorCode::kBadFin},
+      {2, 48, ErrorCode::kOk},
+      {2, 8, ErrorCode::kBadFin},
+      {2, 49, ErrorCode::kBadFin},
       {3, 2, ErrorCode::kOk},
       {3, 1, ErrorCode::kRecordTooLarge},
       {3, kMaxErrorPayload + 1, ErrorCode::kRecordTooLarge},
+      {4, 8, ErrorCode::kOk},
+      {4, 7, ErrorCode::kRecordTooLarge},
+      {5, 40, ErrorCode::kOk},
+      {5, 8, ErrorCode::kRecordTooLarge},
       {0, 8, ErrorCode::kBadRecordType},
-      {4, 8, ErrorCode::kBadRecordType},
+      {6, 8, ErrorCode::kBadRecordType},
       {'E', 8, ErrorCode::kBadRecordType},
   };
   for (const auto& r : rows) {
     uint8_t raw[kRecordHeaderSize] = {};
     raw[0] = r.type;
     put32(raw + 4, r.len);
-    auto h = decode_record_header(raw, kVersion1);
+    auto h = decode_record_header(raw);
     EXPECT_EQ(h.ok() ? ErrorCode::kOk : h.error().code, r.want) << int(r.type) << " " << r.len;
-  }
-  // Version 2 adds ACK (4) and RESUME (5), each with an 8-byte position.
-  Row v2rows[] = {
-      {4, 8, ErrorCode::kOk},   {5, 8, ErrorCode::kOk},           {4, 7, ErrorCode::kRecordTooLarge},
-      {5, 9, ErrorCode::kRecordTooLarge}, {6, 8, ErrorCode::kBadRecordType}, {1, 1, ErrorCode::kOk},
-  };
-  for (const auto& r : v2rows) {
-    uint8_t raw[kRecordHeaderSize] = {};
-    raw[0] = r.type;
-    put32(raw + 4, r.len);
-    auto h = decode_record_header(raw, kVersion2);
-    EXPECT_EQ(h.ok() ? ErrorCode::kOk : h.error().code, r.want) << "v2 " << int(r.type) << " " << r.len;
   }
   uint8_t raw[kRecordHeaderSize] = {1, 1, 0, 0, 0, 0, 0, 1};
   EXPECT_EQ(decode_record_header(raw).error().code, ErrorCode::kBadReserved);
+}
+
+// One version is spoken: a hello of any other is refused, and so is an unknown flag.
+TEST(Wire, HelloVersionAndFlags) {
+  Hello h;
+  uint8_t raw[kHelloSize];
+  encode_hello(h, raw);
+  ASSERT_TRUE(decode_hello(raw, Role::kClient).ok());
+  for (uint16_t v : {0, 1, 2, 4, 0xffff}) {
+    put16(raw + 4, v);
+    EXPECT_EQ(decode_hello(raw, Role::kClient).error().code, ErrorCode::kBadVersion) << v;
+  }
+  put16(raw + 4, kVersion);
+  put32(raw + 60, kHelloFlagResume);
+  EXPECT_TRUE(decode_hello(raw, Role::kClient).ok());
+  put32(raw + 60, 2);
+  EXPECT_EQ(decode_hello(raw, Role::kClient).error().code, ErrorCode::kBadReserved);
 }
 
 TEST(Wire, AlertTextIsSanitizedAndBounded) {

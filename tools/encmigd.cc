@@ -29,8 +29,6 @@ static const char kUsage[] =
     "                        (default 60; 0 = never)\n"
     "  --arm-timeout S       cancel a migration armed and unused for S seconds (default 600)\n"
     "  --max-migrations N    migrations armed at once (default 64)\n"
-    "  --protocol N          newest protocol version to speak: 2 (default; streams resume after\n"
-    "                        a broken connection) or 1\n"
     "  --outage-budget S     how long a stream may go without a connection before the migration\n"
     "                        fails (default 60)\n"
     "  --keepalive-timeout MS  nothing from the peer for this long: the connection is broken and\n"
@@ -38,12 +36,16 @@ static const char kUsage[] =
     "  --max-window BYTES    unacknowledged data per stream, at most (default 268435456); the\n"
     "                        window adapts to the bandwidth-delay product below that\n"
     "  --max-resumes N       a stream resumed N times fails the migration (default 100)\n"
+    "  --resend-budget BYTES unacknowledged data held for resends, all streams together (default:\n"
+    "                        an eighth of RAM, at least 256 MiB); locked in memory\n"
     "  --aead-engine NAME    AES-256-GCM implementation: auto (default: the fastest that passes its\n"
     "                        known answers), gnutls, libgcrypt or openssl\n"
     "  --libvirt URI         libvirt connection watched for key hand-offs (default qemu:///system;\n"
     "                        'none' disables it: QMP-direct use only)\n"
     "  --run-dir DIR         per-migration UNIX sockets (default /run/encmig)\n"
     "  --qemu-group GROUP    group allowed to use those sockets (default libvirt-qemu, if it exists)\n"
+    "  --test-fault KIND:N   for encmig's own tests only: deliver DATA record N of every stream\n"
+    "                        twice (repeat-record) or not at all (skip-record)\n"
     "  --help\n";
 
 static Daemon* g_daemon = nullptr;
@@ -113,8 +115,6 @@ int main(int argc, char** argv) {
       o.data.timeouts.armed_unused = std::chrono::seconds(number(1, 1 << 24));
     } else if (a == "--max-migrations") {
       o.data.max_migrations = number(1, 4096);
-    } else if (a == "--protocol") {
-      o.data.max_version = uint16_t(number(wire::kMinVersion, wire::kVersion));
     } else if (a == "--outage-budget") {
       o.data.link.outage_budget = std::chrono::seconds(number(1, 86400));
     } else if (a == "--keepalive-timeout") {
@@ -124,6 +124,24 @@ int main(int argc, char** argv) {
       o.data.link.max_window = size_t(number(4 << 20, 1 << 30));
     } else if (a == "--max-resumes") {
       o.data.link.max_resumes = number(1, 1000000);
+    } else if (a == "--resend-budget") {
+      auto v = parse_integer(next(), 64ll << 20, 1ll << 50);
+      if (!v) {
+        std::fprintf(stderr, "encmigd: --resend-budget: %s\n", v.error().text().c_str());
+        return 2;
+      }
+      o.data.resend_budget = uint64_t(v.value());
+    } else if (a == "--test-fault") {
+      std::string f = next();
+      auto colon = f.find(':');
+      auto n = parse_integer(colon == std::string::npos ? "" : f.substr(colon + 1), 0, 1ll << 48);
+      std::string kind = f.substr(0, colon);
+      if (!n || (kind != "repeat-record" && kind != "skip-record")) {
+        std::fprintf(stderr, "encmigd: --test-fault: repeat-record:N or skip-record:N\n");
+        return 2;
+      }
+      o.data.link.fault = kind == "repeat-record" ? LinkOptions::Fault::kRepeatRecord : LinkOptions::Fault::kSkipRecord;
+      o.data.link.fault_record = uint64_t(n.value());
     } else if (a == "--aead-engine") {
       std::string n = next();
       if (n == "auto") {

@@ -59,7 +59,7 @@ class Flood:
     def _slow(self, n):
         """Connections that send one byte of a hello every second."""
         conns = []
-        hello = b"EMIG\0\1\1\1" + b"\0" * 56
+        hello = b"EMIG\0\3\1\1" + b"\0" * 56
         while not self.stop.is_set():
             while len(conns) < n and not self.stop.is_set():
                 try:
@@ -94,7 +94,7 @@ class Flood:
         while not self.stop.is_set():
             try:
                 s = self._connect()
-                s.sendall(b"EMIG\0\1\1\1" + b"\0" * 4 + mid + os.urandom(32) + b"\0" * 4)
+                s.sendall(b"EMIG\0\3\1\1" + b"\0" * 4 + mid + os.urandom(32) + b"\0" * 4)
                 s.recv(96)
                 s.sendall(os.urandom(32))
                 s.close()

@@ -77,9 +77,10 @@ def retry_succeeds(env, src, sd, dd, name, extra=()):
 
 
 def attack(kind, dst_extra=()):
-    """An attacker on the path rewrites the records of the main stream; a
-    truncation is what a broken connection looks like, so only a version 1
-    peer (dst_extra "--protocol 1") fails on it (see truncate_resumes)."""
+    """An attacker on the path rewrites the records of the main stream: the
+    migration fails, names the cause on both sides, and the VM stays. (A
+    truncation is what a broken connection looks like: it resumes, see
+    truncate_resumes.)"""
     def case():
         env = Env(MEM)
         try:
@@ -99,11 +100,10 @@ def attack(kind, dst_extra=()):
             logs = open(sd["log"]).read() + open(dd["log"]).read()
             mig = res.get("migration-id", "")
             assert mig and f"migration {mig} failed: stream main" in logs, logs
-            want = {"flip": "authentication failed", "replay": "counter mismatch", "drop": "counter mismatch",
-                    "truncate": "truncated"}[kind]
+            want = {"flip": "authentication failed", "replay": "counter mismatch", "drop": "counter mismatch"}[kind]
             assert want in logs, f"expected '{want}' in daemon logs:\n{logs}"
-            if kind != "truncate":  # the destination told the source why, in an ERROR record
-                assert "peer reported an error" in open(sd["log"]).read(), open(sd["log"]).read()
+            # The destination told the source why, in an ERROR record.
+            assert "peer reported an error" in open(sd["log"]).read(), open(sd["log"]).read()
             retry_succeeds(env, src, sd, dd, "dst2")
         finally:
             env.close()
@@ -111,7 +111,7 @@ def attack(kind, dst_extra=()):
 
 
 def truncate_resumes():
-    """Protocol 2: the man in the middle cuts the main stream after record 20
+    """The man in the middle cuts the main stream after record 20
     (both directions of the first connection); the source reconnects, both
     daemons agree where the destination QEMU stopped, and the migration
     completes byte for byte, one resume on each side."""
@@ -122,7 +122,7 @@ def truncate_resumes():
         res = env.migrate(src, dst, sd, dd, ["--encrypted=required", "--dst-addr", f"127.0.0.1:{mitm.port}"])
         assert mitm.attacked, "the attack never fired"
         check_migrated(env, src, dst, res)
-        assert "protocol 2" in res["reason"], res
+        assert "protocol 3" in res["reason"], res
         done = "migration " + res["migration-id"] + " completed"
         logs = lambda: open(sd["log"]).read() + open(dd["log"]).read()
         wait_for(lambda: logs().count(done) == 2, 10, "one 'completed' line per daemon")
@@ -137,10 +137,9 @@ def truncate_resumes():
 
 def version_downgrade():
     """An attacker on the path answers the source's first hello with a forged
-    'unsupported version' Alert. encmig told the source daemon what the
-    destination speaks (from the destination's own answer), so this is an
-    attack, not a version 1 peer: the migration fails, the VM stays, and a
-    retry without the attacker completes in version 2."""
+    'unsupported version' Alert. One version is spoken and it is bound into
+    every key, so there is nothing to fall back to: the migration fails, the
+    VM stays, and a retry without the attacker completes."""
     env = Env(MEM)
     try:
         sd, dd, src, dst = two_hosts(env)
@@ -151,7 +150,7 @@ def version_downgrade():
         assert res["result"] != "completed", res
         assert status(src) == "running"
         log = open(sd["log"]).read()
-        assert "unsupported protocol version" in log and "speaks protocol version 1 only" not in log, log
+        assert "unsupported protocol version" in log, log
         retry_succeeds(env, src, sd, dd, "dst2")
     finally:
         env.close()
@@ -173,8 +172,8 @@ def daemons_and_fake_qemu(env):
 def preconnect_forged_alert():
     """The connection the source daemon makes when the migration is armed
     gets a forged 'unsupported version' alert from the path. The stream does
-    not use it, does not fall back to version 1, and connects again when QEMU
-    does: the migration completes in version 2, counted and logged."""
+    not use it and connects again when QEMU does: the migration completes,
+    counted and logged."""
     env = Env(MEM)
     try:
         sd, dd, src, dst = two_hosts(env)
@@ -183,14 +182,13 @@ def preconnect_forged_alert():
         mitm.close()
         assert mitm.attacked, "the attack never fired"
         check_migrated(env, src, dst, res)
-        assert "protocol 2" in res["reason"], res
+        assert "protocol 3" in res["reason"], res
         q = Qmp(sd["ctl"])
         stats = q.cmd("query-stats")
         q.close()
         assert stats["streams-preconnected"] == 0 and stats["streams-connected-late"] == 1, stats
         log = open(sd["log"]).read()
         assert "stream main: the connection made at arm is not used" in log and "unsupported protocol version" in log, log
-        assert "speaks protocol version 1 only" not in log, log
     finally:
         env.close()
 
@@ -229,7 +227,7 @@ def preconnect_unused():
         key = base64.b64encode(os.urandom(32)).decode()
         b.cmd("migration-arm", id=mid, role="destination", key=key, nonce=nonce, streams=3, **{"qemu-path": qemu_path})
         a.cmd("migration-arm", id=mid, role="source", key=key, nonce=nonce, streams=3, peer=f"127.0.0.1:{dd['port']}",
-              **{"peer-protocol": 2, "listen-path": env.path("src.sock")})
+              **{"peer-protocol": 3, "listen-path": env.path("src.sock")})
         # Three connections made and confirmed: the destination holds them.
         wait_for(lambda: len([l for l in open("/proc/net/tcp").read().splitlines()[1:]
                               if l.split()[3] == "01" and int(l.split()[2].split(":")[1], 16) == dd["port"]]) == 3,
@@ -256,23 +254,6 @@ def preconnect_unused():
         assert dd["proc"].poll() is None and sd["proc"].poll() is None
     finally:
         env.close()
-
-
-def protocol_1_peer(src_version, dst_version):
-    """A version 1 daemon on either side: the migration is encrypted with
-    protocol 1 (no resume), and completes."""
-    def case():
-        env = Env(MEM)
-        try:
-            sd, dd, src, dst = two_hosts(env, ["--protocol", str(src_version)], ["--protocol", str(dst_version)])
-            res = env.migrate(src, dst, sd, dd, ["--encrypted=required", "--parallel", "--parallel-connections", "2"])
-            check_migrated(env, src, dst, res)
-            assert "protocol 1" in res["reason"], res
-            for side in ("source-encmigd", "destination-encmigd"):
-                assert all(s["resumes"] == 0 and s["window"] == 0 for s in res[side]["streams"]), res[side]
-        finally:
-            env.close()
-    return case
 
 
 def engines_interoperate(src_engine, dst_engine):
@@ -389,7 +370,7 @@ def wrong_key():
         assert b.cmd("query-migrations", id=mid)[0]["state"] == "armed", b.cmd("query-migrations", id=mid)
         wait_for(lambda: sum(b.cmd("query-stats")["pre-auth-refused"].values()) >= 1, 10, "refusal not counted")
         # Unknown id and malformed hello: alerts, daemon survives.
-        for hello in (b"EMIG\0\1\1\1" + b"\0" * 4 + os.urandom(16) + b"\0" * 36, b"GET / HTTP/1.0\r\n" + b"\0" * 48):
+        for hello in (b"EMIG\0\3\1\1" + b"\0" * 4 + os.urandom(16) + b"\0" * 36, b"GET / HTTP/1.0\r\n" + b"\0" * 48):
             t = socket.create_connection(("127.0.0.1", dd["port"]))
             t.sendall(hello)
             t.settimeout(5)
@@ -411,7 +392,7 @@ def wrong_key():
         mid2 = os.urandom(16).hex()
         b.cmd("migration-arm", id=mid2, role="destination", key=base64.b64encode(os.urandom(32)).decode(),
               nonce=nonce, **{"qemu-path": qemu_path})
-        hello = b"EMIG\0\1\1\1" + b"\0" * 4 + bytes.fromhex(mid2) + os.urandom(32) + b"\0" * 4
+        hello = b"EMIG\0\3\1\1" + b"\0" * 4 + bytes.fromhex(mid2) + os.urandom(32) + b"\0" * 4
         t1 = socket.create_connection(("127.0.0.1", dd["port"]))
         t1.sendall(hello)
         t1.settimeout(5)
@@ -480,10 +461,7 @@ CASES = {
     "tamper-flip": attack("flip"),
     "tamper-replay": attack("replay"),
     "tamper-drop": attack("drop"),
-    "tamper-truncate-v1": attack("truncate", ["--protocol", "1"]),
     "truncate-resumes": truncate_resumes,
-    "protocol-1-destination": protocol_1_peer(2, 1),
-    "protocol-1-source": protocol_1_peer(1, 2),
     "attack-version-downgrade": version_downgrade,
     "preconnect-forged-alert": preconnect_forged_alert,
     "preconnect-unused": preconnect_unused,

@@ -135,7 +135,7 @@ def outage(kind, seconds, net, multifd):
             h.heal()
             res = h.finish()
             check_resumed(h, res)
-            assert res["encrypted"] is True and "protocol 2" in res["reason"], res
+            assert res["encrypted"] is True and "protocol 3" in res["reason"], res
             assert resumes(res, "destination-encmigd") >= 1, res
             assert "resumed after" in h.logs(), h.logs()
         finally:
