@@ -16,6 +16,10 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
+bool out_of_descriptors(const Error& e) {
+  return e.detail.find(errno_text(EMFILE)) != std::string::npos || e.detail.find(errno_text(ENFILE)) != std::string::npos;
+}
+
 // A reconnect's TCP connect, at most (the first connect gets the handshake timeout).
 constexpr int kReconnectConnectMs = 2000;
 
@@ -272,6 +276,13 @@ void DataPlane::handle_authenticated(wire::Hello hello, std::unique_ptr<Encrypte
   pid_t qemu = 0;
   auto local = path.empty() ? Result<Fd>(make_error(ErrorCode::kInvalidArgument, "no local socket for " + sname))
                             : connect_local(path, cfg.local_peer, &qemu);
+  // At the descriptor limit (a flood of unauthenticated connections holds
+  // them), authenticated work comes first: make room, and try again.
+  for (int tries = 0; !local && out_of_descriptors(local.error()) && tries < 25; tries++) {
+    acceptor_->make_room(4);
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    local = connect_local(path, cfg.local_peer, &qemu);
+  }
   if (ordered) mig->turn_done(hello.kind);
   if (!local) {
     if (ch->send_error(local.error().code, sname + ": destination QEMU: " + local.error().text())) ch->linger(200);

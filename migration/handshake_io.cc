@@ -133,6 +133,12 @@ void HandshakeAcceptor::stop() {
   (void)!::write(wake_.get(), &one, sizeof one);
 }
 
+void HandshakeAcceptor::make_room(int n) {
+  room_wanted_ += n;
+  uint64_t one = 1;
+  (void)!::write(wake_.get(), &one, sizeof one);
+}
+
 void HandshakeAcceptor::run() {
   epoll_event events[128];
   bool listening = true;
@@ -159,12 +165,17 @@ void HandshakeAcceptor::run() {
       }
     }
     now = Clock::now();
+    if (int want = room_wanted_.exchange(0); want > 0) {
+      refused_[kAcceptFailed] += static_cast<uint64_t>(want);
+      while (want-- > 0 && evict_oldest([](const Conn&) { return true; })) {}
+      accept_paused_until_ = now + std::chrono::milliseconds(200);
+    }
     expire(now);
     // Listening state follows the accept pause (EMFILE with nothing to evict).
     bool want = now >= accept_paused_until_;
     if (want != listening) {
       epoll_event ev{};
-      ev.events = want ? EPOLLIN : 0;
+      ev.events = want ? uint32_t(EPOLLIN) : 0u;
       ev.data.u64 = kListenKey;
       epoll_ctl(epoll_.get(), EPOLL_CTL_MOD, listen_.get(), &ev);
       listening = want;

@@ -69,6 +69,11 @@ class HandshakeAcceptor {
   // Runs the accept loop on the calling thread until stop().
   void run();
   void stop();
+  // From any thread: the daemon needs descriptors for authenticated work
+  // (the destination QEMU's socket) and the process is at its limit. The
+  // loop drops the `n` oldest unauthenticated connections and pauses
+  // accepting briefly, so the freed descriptors are not taken again at once.
+  void make_room(int n);
 
   uint64_t refused(Refusal r) const { return refused_[r].load(); }
   uint64_t probes() const { return probes_.load(); }
@@ -97,6 +102,7 @@ class HandshakeAcceptor {
   uint64_t next_key_ = 1;
   std::chrono::steady_clock::time_point accept_paused_until_{};
   std::atomic<bool> stop_{false};
+  std::atomic<int> room_wanted_{0};
   std::atomic<uint64_t> refused_[kRefusalCount]{}, probes_{0}, alerts_{0};
   std::atomic<size_t> npending_{0};
   RateLimitedLog log_;

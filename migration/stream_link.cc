@@ -342,6 +342,11 @@ Status StreamLink::run(std::unique_ptr<EncryptedChannel> first_ch, const wire::S
   Outcome out;
   std::thread t([&] {
     out = pump_out();
+    {
+      std::lock_guard<std::mutex> g(mu_);
+      sender_done_ = true;
+      cv_.notify_all();
+    }
     if (!out.status.ok()) failed(2, out);
   });
   Outcome in = receive_loop(reconnect);
@@ -397,6 +402,11 @@ StreamLink::Outcome StreamLink::pump_out() {
         ack_fin = peer_fin_;
         ack_position = delivered_ + (ack_fin ? 1 : 0);
         ack_due_ = false;
+        // Counted before the write: the peer may close as soon as it has
+        // this ACK, and R must then see the stream done, not broken. If the
+        // write fails, the next connection's START says the same.
+        ack_sent_ = ack_position;
+        if (ack_fin) final_ack_sent_ = true;
       }
       if (ch) wait_ms = int(std::max<int64_t>(1, std::chrono::duration_cast<std::chrono::milliseconds>(
                                                      last_ack + keepalive - now).count()));
@@ -418,12 +428,6 @@ StreamLink::Outcome StreamLink::pump_out() {
         continue;
       }
       last_ack = now;
-      std::lock_guard<std::mutex> g(mu_);
-      ack_sent_ = ack_position;
-      if (ack_fin && !final_ack_sent_) {
-        final_ack_sent_ = true;
-        cv_.notify_all();
-      }
       continue;
     }
     if (run.bytes) {
@@ -583,7 +587,13 @@ StreamLink::Outcome StreamLink::receive_loop(Reconnect& reconnect) {
     }
     if (done) {
       wake_sender();
-      if (ch) ch->close_gracefully(2000, &opener_);
+      if (ch) {
+        // S may still be writing the last ACK: half-close only after it left.
+        std::unique_lock<std::mutex> l(mu_);
+        cv_.wait_for(l, std::chrono::seconds(2), [&] { return sender_done_; });
+        l.unlock();
+        ch->close_gracefully(2000, &opener_);
+      }
       return {};
     }
     if (!ch) {

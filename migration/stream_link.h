@@ -214,6 +214,7 @@ class StreamLink {
   uint64_t resend_from_ = 0;       // where S starts on connection gen_
   bool sender_waits_ = false;      // S sleeps until an ACK opens the window (or more)
   bool ack_due_ = false;           // R asks S to send an ACK now
+  bool sender_done_ = false;       // S has returned
 
   // The peer's direction. R only; under mu_ for readers.
   bool have_peer_ = false;
