@@ -72,7 +72,7 @@ LinkView link_view(QmpClient* d, const std::string& id) {
 }
 
 json wait_for_migration(QmpClient& src, const DirectOptions& o, const std::atomic<bool>& interrupted, QmpClient* sd,
-                        QmpClient* dd, const std::string& id, bool* postcopy_asked) {
+                        QmpClient* dd, const std::string& id, bool* postcopy_asked, bool* postcopy_seen) {
   auto start = Clock::now();
   auto next_daemon_check = start;
   bool cancelled = false;
@@ -83,6 +83,8 @@ json wait_for_migration(QmpClient& src, const DirectOptions& o, const std::atomi
     auto r = src.execute("query-migrate");
     if (!r) return fail_summary("source monitor: " + r.error().message());
     std::string status = json_string(r.value(), "status", "none");
+    // Whoever switched (us, or an operator): the destination has run the VM.
+    if (status.rfind("postcopy", 0) == 0) *postcopy_seen = true;
     if (status == "completed" || status == "failed" || status == "cancelled") {
       if (o.progress && !o.json) std::fprintf(stderr, "\n");
       json out = r->is_object() ? r.value() : json::object();
@@ -199,15 +201,18 @@ class DirectMigration {
         break;
     }
     if (auto st = set_parameters(); !st) return fail_summary(st.error().detail);
-    // Only a source that ran before may be resumed if the migration fails.
+    // Only a source that ran before may be resumed if the migration fails;
+    // one that was paused is brought back to paused.
     auto before = src_.execute("query-status");
     source_was_running_ = before && json_bool(before.value(), "running");
+    source_was_paused_ = before && json_string(before.value(), "status") == "paused";
     summary_ = json{{"encrypted", encrypt_}, {"reason", reason_}, {"multifd-channels", o_.multifd}};
     if (auto st = encrypt_ ? start_encrypted() : start_plain(); !st) return fail_summary(st.error().detail);
     json q = wait_completed();
     std::string status = json_string(q, "status", "failed");
     std::string dst_state = status == "completed" ? destination_verdict(q, status) : "n/a";
     if (encrypt_) end_daemons();
+    if (status != "completed") restore_paused_source();
     auto src_status = src_.execute("query-status");
     summary_["source-state"] = src_status ? json_string(src_status.value(), "status", "unknown") : "gone";
     summary_["destination-state"] = dst_state;
@@ -348,7 +353,7 @@ class DirectMigration {
 
   json wait_completed() {
     json q = wait_for_migration(src_, o_, interrupted_, encrypt_ ? &sd_.value() : nullptr, encrypt_ ? &dd_.value() : nullptr, id_,
-                                &postcopy_asked_);
+                                &postcopy_asked_, &postcopy_seen_);
     // QEMU 7.2 reports "completed" a moment before it has filled in the times.
     for (int i = 0; i < 100 && json_string(q, "status") == "completed" && json_int(q, "total-time") == 0; i++) {
       std::this_thread::sleep_for(std::chrono::milliseconds(10));
@@ -373,6 +378,46 @@ class DirectMigration {
       if (st && json_string(st.value(), "status") == "postmigrate" && source_was_running_) (void)src_.execute("cont");
     }
     return state;
+  }
+
+  // A paused source whose migration failed once QEMU had stopped it for the
+  // switch-over (or after the source finished but the destination did not) is
+  // left by QEMU 7.2 in "postmigrate": from there it refuses to migrate again
+  // ("Can't migrate the vm that was paused due to previous migration"), `stop`
+  // does nothing, and only `cont` leaves it. So `cont` and `stop`, written
+  // together so that QEMU runs them back to back (the guest runs about a
+  // millisecond), bring it back to "paused", as migratable as before. Only
+  // when the destination cannot hold the VM: its QEMU is gone, or still
+  // loading and so has never activated its disks; never once postcopy began
+  // (the destination has run the VM). QEMU 10.0 restores "paused" by itself:
+  // query-status then says so and nothing is done.
+  void restore_paused_source() {
+    if (!source_was_paused_ || postcopy_asked_ || postcopy_seen_) return;
+    auto st = src_.execute("query-status");
+    if (!st || json_string(st.value(), "status") != "postmigrate") return;
+    if (auto d = dst_.execute("query-status"); d && json_string(d.value(), "status") != "inmigrate") return;
+    (void)src_.take_events();
+    auto replies = src_.execute_all({{"cont", json::object()}, {"stop", json::object()}});
+    auto after = src_.execute("query-status");
+    std::string now = after ? json_string(after.value(), "status", "unknown") : "gone";
+    if (now != "paused") {
+      std::string why = !replies[0] ? replies[0].error().text() : !replies[1] ? replies[1].error().text() : "it is " + now;
+      std::fprintf(stderr, "encmig: warning: source was paused before the migration and is left in %s: cannot restore "
+                   "it to paused (%s)\n", now.c_str(), why.c_str());
+      summary_["source-restored"] = "failed: " + why;
+      return;
+    }
+    std::fprintf(stderr, "encmig: source was paused before the migration: restored to paused (QEMU 7.2 leaves it in "
+                 "postmigrate)\n");
+    summary_["source-restored"] = "paused";
+    // How long its vCPUs could run: from QEMU's RESUME to its STOP.
+    int64_t resumed = -1;
+    for (const json& e : src_.take_events()) {
+      const json& ts = json_object(e, "timestamp");
+      int64_t us = json_int(ts, "seconds") * 1000000 + json_int(ts, "microseconds");
+      if (json_string(e, "event") == "RESUME") resumed = us;
+      if (json_string(e, "event") == "STOP" && resumed >= 0) summary_["source-restore-ran-us"] = us - resumed;
+    }
   }
 
   void end_daemons() {
@@ -420,7 +465,8 @@ class DirectMigration {
   std::optional<QmpClient> sd_, dd_;
   unsigned dst_protocol_ = 0;  // the newest protocol the destination daemon speaks
   json dst_caps_, summary_;
-  bool encrypt_ = false, source_was_running_ = false, postcopy_asked_ = false;
+  bool encrypt_ = false, source_was_running_ = false, source_was_paused_ = false, postcopy_asked_ = false;
+  bool postcopy_seen_ = false;  // QEMU reported a postcopy state
   Capability hosts_ = Capability::kNoDaemon;
   std::string reason_, id_;
 };

@@ -98,6 +98,24 @@ Result<json> QmpClient::execute(const std::string& cmd, const json& args) {
   std::string s = req.dump() + "\n";
   if (auto st = write_all(fd_.get(), reinterpret_cast<const uint8_t*>(s.data()), s.size()); !st) return st.error();
   secure_wipe(s.data(), s.size());
+  return read_reply(cmd);
+}
+
+std::vector<Result<json>> QmpClient::execute_all(const std::vector<std::pair<std::string, json>>& cmds) {
+  std::string s;
+  for (const auto& [cmd, args] : cmds) {
+    json req{{"execute", cmd}};
+    if (!args.empty()) req["arguments"] = args;
+    s += req.dump() + "\n";
+  }
+  std::vector<Result<json>> out;
+  auto st = write_all(fd_.get(), reinterpret_cast<const uint8_t*>(s.data()), s.size());
+  secure_wipe(s.data(), s.size());
+  for (const auto& c : cmds) out.push_back(st ? read_reply(c.first) : Result<json>(st.error()));
+  return out;
+}
+
+Result<json> QmpClient::read_reply(const std::string& cmd) {
   for (;;) {
     auto o = read_object();
     if (!o) return o.error();

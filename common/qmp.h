@@ -5,6 +5,7 @@
 
 #include <nlohmann/json.hpp>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "crypto/result.h"
@@ -18,6 +19,9 @@ class QmpClient {
  public:
   static Result<QmpClient> connect(const std::string& path, int timeout_ms = 10000);
   Result<json> execute(const std::string& cmd, const json& args = json::object());
+  // Several commands in one write, their replies read in order: QEMU runs
+  // them back to back, without waiting for a round trip through us.
+  std::vector<Result<json>> execute_all(const std::vector<std::pair<std::string, json>>& cmds);
   // Events seen while waiting for replies.
   std::vector<json> take_events();
   const json& greeting() const { return greeting_; }
@@ -27,6 +31,7 @@ class QmpClient {
 
  private:
   Result<json> read_object();
+  Result<json> read_reply(const std::string& cmd);
   Fd fd_;
   std::string path_;
   std::string buf_;

@@ -152,6 +152,7 @@ json Daemon::stats_json() {
   DataPlane::Stats s = data_->stats();
   return json{{"migrations-armed", armed_total_.load()},
               {"migrations-open", s.open},
+              {"keys-held", s.keys_held},
               {"connections-rejected", s.rejected_connections},
               {"connections-pending", s.pending},
               {"pre-auth-refused", s.refused},

@@ -133,6 +133,14 @@ DataPlane::Stats DataPlane::stats() {
     s.open = migrations_.size();
     s.failures = failures_;
   }
+  // Outside the table's lock: a failing migration holds its own lock while
+  // it counts the failure here.
+  std::vector<std::shared_ptr<Migration>> all = list();
+  {
+    std::lock_guard<std::mutex> g(mu_);
+    all.insert(all.end(), retired_.begin(), retired_.end());
+  }
+  for (auto& m : all) s.keys_held += m->holds_key();
   s.rejected_connections = acceptor_->alerts_sent();
   s.probes = acceptor_->probes();
   s.pending = acceptor_->pending();

@@ -74,6 +74,7 @@ class DataPlane {
     // stream's window stopped growing at the budget; buffers not locked.
     uint64_t refused_budget = 0, windows_capped = 0, buffers_unlocked = 0;
     size_t open = 0, pending = 0;
+    size_t keys_held = 0;  // migrations whose key is not wiped yet (armed or finishing)
     std::map<std::string, uint64_t> failures;  // migrations failed, by error name
     std::map<std::string, uint64_t> refused;   // unauthenticated connections refused, by class
   };

@@ -86,6 +86,11 @@ Result<MigrationSecrets> Migration::secrets() const {
   return secrets_.clone();
 }
 
+bool Migration::holds_key() const {
+  std::lock_guard<std::mutex> g(mu_);
+  return !secrets_.key.empty();
+}
+
 Result<Secret> Migration::stream_secret(wire::Kind kind, uint32_t index, Direction d, const wire::Salt& salt) const {
   std::lock_guard<std::mutex> g(mu_);
   if (secrets_.key.empty()) return make_error(ErrorCode::kCancelled, "migration " + id_hex_ + " has ended");

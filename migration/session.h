@@ -122,6 +122,8 @@ class Migration {
   // The secret of one direction of one stream's DATA (derive_stream_secret);
   // fails once the key is wiped.
   Result<Secret> stream_secret(wire::Kind kind, uint32_t index, Direction d, const wire::Salt& salt) const;
+  // The migration key is still held (not yet wiped).
+  bool holds_key() const;
 
   // Registers a stream whose peer is authenticated. Refuses a duplicate
   // (kind, index), an index beyond the streams the controller announced, and

@@ -632,6 +632,8 @@ StreamLink::Outcome StreamLink::receive_loop(Reconnect& reconnect) {
         on_ack_locked(b.start_info.position, now);
         continue;
       }
+      if (peer_fin_ && (b.count > 0 || b.fin))  // on a connection after the one that brought the FIN
+        return {make_error(ErrorCode::kDataAfterFin, std::string(b.fin ? "FIN" : "DATA") + " after the peer's FIN"), true};
       if (b.count > 0) {
         if (auto o = deliver(b, local_gone); !o.status.ok()) return o;
         // What was delivered is what was opened, or something delivered a
@@ -771,10 +773,10 @@ StreamLink::Outcome StreamLink::recover(Reconnect& reconnect) {
         installing_.reset();
         counters_.refused_resumes++;
       }
-      // Refused: this connection only. The stream waits on for a valid resume.
-      log_line("stream " + s_.name + ": resume refused: " + st.error().text());
+      // Only a peer that holds the key can send a START, and no honest one
+      // sends this one: the migration fails, as for any other violation.
       if (ch->send_error(ErrorCode::kResumeRefused, s_.name + ": " + st.error().message())) ch->linger(200);
-      continue;
+      return {Error{st.error().code, "resume refused: " + st.error().message()}, false};
     }
     if (!ch->send_start({mine, my_salt_})) {
       std::lock_guard<std::mutex> g(mu_);

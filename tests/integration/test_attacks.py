@@ -415,6 +415,86 @@ def source_runstates():
             assert res["destination-state"] in ("paused", "prelaunch"), (state, res)
             assert status(src) in ("postmigrate", "paused", "prelaunch"), (state, status(src))
             assert status(src) != "running", f"{state}: the source was resumed after a complete migration"
+            assert "source-restored" not in res, f"{state}: the source was touched after a complete migration: {res}"
+    finally:
+        env.close()
+
+
+def paused_source_migrates_again():
+    """A paused source whose migration fails during completion is left by QEMU
+    7.2 in postmigrate, from which it refuses to migrate again; encmig brings
+    it back to paused (cont and stop, back to back), and it then migrates
+    completely. Twice: the source QEMU failing at the switch-over (it is held
+    there by pause-before-switchover while the destination QEMU is killed),
+    and the source finishing but the destination failing to load the last
+    device state (a device only the source has). With a disk on storage both
+    hosts share: a source that finished had its disk inactivated, and one
+    brought back without reactivating it would abort QEMU 7.2 on the next
+    migration (bdrv_inactivate_recurse's assertion)."""
+    env = Env(64)
+    try:
+        sd, dd = env.daemon("src-d"), env.daemon("dst-d")
+        src = env.qemu("src", observer=True)
+        obs = Qmp(src["obs"])
+        obs.cmd("stop")
+        disk = env.path("disk.raw")
+        with open(disk, "wb") as f:
+            f.truncate(16 << 20)
+        node = {"driver": "raw", "node-name": "d0", "file": {"driver": "file", "filename": disk}}
+        vdisk = dict(driver="virtio-blk-pci", drive="d0", id="vd", addr="0x4")
+        # Hot-plugged on the paused source: its state is sent only at the switch-over.
+        watchdog = dict(driver="i6300esb", id="wd", addr="0x5")
+        obs.cmd("blockdev-add", **node)
+        for dev in (vdisk, watchdog):
+            obs.cmd("device_add", **dev)
+        ran = []
+
+        def destination(name, devices):
+            dst = env.qemu(name, incoming=True, fill=False)
+            q = Qmp(dst["qmp"])
+            q.cmd("blockdev-add", **node)  # opened inactive: the source owns the disk until the switch-over
+            for dev in devices:
+                q.cmd("device_add", **dev)
+            q.close()
+            return dst
+
+        def failed_and_restored(res, how):
+            assert res["result"] != "completed" and res["_rc"] == 1, (how, res)
+            assert res.get("source-restored") == "paused", (how, res)
+            assert "restored to paused (QEMU 7.2 leaves it in postmigrate)" in res["_stderr"], (how, res["_stderr"])
+            assert res["source-state"] == "paused" and status(src) == "paused", (how, res, status(src))
+            ran.append(res.get("source-restore-ran-us"))
+
+        # 1. The source fails at the switch-over: QEMU stopped it for completion
+        #    (finish-migrate), then the destination QEMU dies.
+        obs.cmd("migrate-set-capabilities", capabilities=[{"capability": "pause-before-switchover", "state": True}])
+        dst1 = destination("dst1", (vdisk, watchdog))
+        result = {}
+        t = threading.Thread(target=lambda: result.update(res=env.migrate(src, dst1, sd, dd, ["--encrypted=required"])))
+        t.start()
+        wait_for(lambda: obs.cmd("query-migrate").get("status") == "pre-switchover", 60, "never reached the switch-over")
+        assert obs.cmd("query-status")["status"] == "finish-migrate"
+        os.kill(dst1["proc"].pid, signal.SIGKILL)
+        t.join(60)
+        assert not t.is_alive(), "encmig did not return after the destination QEMU died"
+        failed_and_restored(result["res"], "failed at the switch-over")
+        obs.cmd("migrate-set-capabilities", capabilities=[{"capability": "pause-before-switchover", "state": False}])
+
+        # 2. The source completes; the destination, without the watchdog,
+        #    refuses its state at the end of the stream and exits.
+        dst2 = destination("dst2", (vdisk,))
+        res = env.migrate(src, dst2, sd, dd, ["--encrypted=required"])
+        assert "the destination did not complete" in res.get("error", ""), res  # the source QEMU had completed
+        failed_and_restored(res, "destination failed to load")
+
+        # Then it migrates, completely, to a destination that has the watchdog.
+        dst = destination("dst", (vdisk, watchdog))
+        res = env.migrate(src, dst, sd, dd, ["--encrypted=required"])
+        assert src["proc"].poll() is None, "the source QEMU died: " + open(env.path("src.qemu.log")).read()[-500:]
+        check_migrated(env, src, dst, res)
+        assert "source-restored" not in res, res
+        print(f"  source vCPUs ran {ran} us between cont and stop (QEMU's RESUME to STOP)", flush=True)
+        obs.close()
     finally:
         env.close()
 
@@ -430,6 +510,7 @@ CASES = {
     "limits-and-expiry": limits_and_expiry,
     "ten-at-once": ten_at_once,
     "source-runstates": source_runstates,
+    "paused-source-migrates-again": paused_source_migrates_again,
 }
 
 if __name__ == "__main__":

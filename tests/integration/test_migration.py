@@ -156,6 +156,45 @@ def version_downgrade():
         env.close()
 
 
+def resume_race(channels):
+    """Issue 18's attack, on the wire: a man in the middle that only delays,
+    holds and resets TCP makes two resumes of one stream overlap on the
+    destination (tests/integration/race_mitm.py): the first resume's DATA is
+    held after the source installed it, the first resume is reset towards
+    the source only, and its held bytes reach the destination before, during
+    or after the second resume. Each migration completes with RAM identical
+    byte for byte (or would fail honestly): never a byte twice, never a gap."""
+    from race_mitm import RaceMitm
+
+    def case():
+        for order in ("before", "during", "after"):
+            env = Env(MEM)
+            mitm = None
+            try:
+                sd, dd, src, dst = two_hosts(env)
+                index = 1 if channels else 0  # multifd-0, or main
+                mitm = RaceMitm(dd["port"], kind=1, index=index, order=order, cut_after=(16 << 20) // (1 + channels))
+                extra = ["--encrypted=required", "--dst-addr", f"127.0.0.1:{mitm.port}"]
+                if channels:
+                    extra += ["--parallel", "--parallel-connections", str(channels)]
+                res = env.migrate(src, dst, sd, dd, extra)
+                events = [e for _, e in mitm.events]
+                assert mitm.conns >= 3 and any(e.startswith("release") for e in events), (order, mitm.conns, events)
+                check_migrated(env, src, dst, res)
+                name = f"multifd-{index - 1}" if index else "main"
+                stream = [st for st in res["destination-encmigd"]["streams"] if st["name"] == name][0]
+                assert stream["resumes"] >= 2, (order, stream, events)
+                logs = open(sd["log"]).read() + open(dd["log"]).read()
+                assert "integrity" not in logs, logs
+            except Exception as e:
+                raise AssertionError(f"order {order}: {e}") from e
+            finally:
+                if mitm:
+                    mitm.close()
+                env.close()
+    return case
+
+
 def daemons_and_fake_qemu(env):
     """Two daemons, a QMP client to each, and a listening UNIX socket in place
     of the destination QEMU (accept() times out after 0.5 s)."""
@@ -462,6 +501,8 @@ CASES = {
     "tamper-replay": attack("replay"),
     "tamper-drop": attack("drop"),
     "truncate-resumes": truncate_resumes,
+    "attack-resume-race-main": resume_race(0),
+    "attack-resume-race-multifd": resume_race(2),
     "attack-version-downgrade": version_downgrade,
     "preconnect-forged-alert": preconnect_forged_alert,
     "preconnect-unused": preconnect_unused,
