@@ -395,7 +395,13 @@ class DirectMigration {
     if (!source_was_paused_ || postcopy_asked_ || postcopy_seen_) return;
     auto st = src_.execute("query-status");
     if (!st || json_string(st.value(), "status") != "postmigrate") return;
-    if (auto d = dst_.execute("query-status"); d && json_string(d.value(), "status") != "inmigrate") return;
+    if (auto d = dst_.execute("query-status"); d && json_string(d.value(), "status") != "inmigrate") {
+      std::string where = json_string(d.value(), "status", "unknown");
+      std::fprintf(stderr, "encmig: warning: source was paused before the migration and is left in postmigrate: the "
+                   "destination QEMU is %s and may hold the VM\n", where.c_str());
+      summary_["source-restored"] = "no: the destination QEMU is " + where;
+      return;
+    }
     (void)src_.take_events();
     auto replies = src_.execute_all({{"cont", json::object()}, {"stop", json::object()}});
     auto after = src_.execute("query-status");

@@ -349,6 +349,7 @@ std::string Migration::status_json() const {
     if (s->link) {
       auto c = s->link->counters();
       st["resumes"] = c.resumes;
+      st["refused-resumes"] = c.refused_resumes;
       st["resent-bytes"] = c.resent_bytes;
       st["window"] = c.window;
       st["unacked"] = c.unacked;

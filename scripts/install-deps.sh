@@ -4,7 +4,7 @@ set -euo pipefail
 pkgs=(
   build-essential g++ clang libclang-rt-14-dev pkg-config meson ninja-build
   libgnutls28-dev libgcrypt20-dev libssl-dev gnutls-bin libgtest-dev nlohmann-json3-dev
-  qemu-system-x86 qemu-utils binutils python3 iproute2 procps util-linux
+  qemu-system-x86 qemu-utils binutils python3 python3-cryptography iproute2 procps util-linux
   libvirt-dev libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients gnuplot-nox
   cpio kmod debhelper dpkg-dev lintian nftables
 )

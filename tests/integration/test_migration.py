@@ -195,6 +195,31 @@ def resume_race(channels):
     return case
 
 
+def integrity_fault(kind):
+    """A destination whose delivery repeats or skips DATA record 30 of every
+    stream after authenticating it (encmigd --test-fault, as a bug would):
+    the integrity checks fail the migration with code 26, named in both
+    daemons' outcome lines; the VM stays on the source and migrates again."""
+    def case():
+        env = Env(MEM)
+        try:
+            sd, dd, src, dst = two_hosts(env, dst_extra=["--test-fault", f"{kind}:30"])
+            res = env.migrate(src, dst, sd, dd, ["--encrypted=required"])
+            assert res["result"] != "completed" and res["_rc"] == 1, res
+            assert status(src) == "running", "source VM is not running after the failed migration"
+            mig = res["migration-id"]
+            for d, want in ((dd, "stream integrity check failed"), (sd, "stream integrity check failed")):
+                log = open(d["log"]).read()
+                assert f"migration {mig} failed: stream main" in log and want in log, log
+            dd2 = env.daemon("dst-d2")
+            dst2 = env.qemu("dst2", incoming=True, fill=False)
+            res = env.migrate(src, dst2, sd, dd2, ["--encrypted=required"])
+            check_migrated(env, src, dst2, res)
+        finally:
+            env.close()
+    return case
+
+
 def daemons_and_fake_qemu(env):
     """Two daemons, a QMP client to each, and a listening UNIX socket in place
     of the destination QEMU (accept() times out after 0.5 s)."""
@@ -491,6 +516,106 @@ def postcopy():
         env.close()
 
 
+def independent_decoder_captures():
+    """The independent decoder (tests/spec_decoder.py, written from
+    docs/protocol.md alone) decodes real captures of a real migration with an
+    outage. The test drives the migration by hand over QMP, in the order of
+    cli/qmp_direct.cc, so that it knows the key. A recording man in the
+    middle (wire_capture.RecordingProxy) between the source daemon and the
+    destination's data port cuts the main stream's first connection after 8
+    client records and half of the 9th, so main resumes on a new connection
+    through it and the source sends that record again. Then
+    every connection of every stream (main, multifd-0, multifd-1) decodes
+    without a violation, with the decoder's state carried across a stream's
+    connections; each stream's client direction ends with a FIN whose digest
+    the decoder verified; main's plaintext starts with QEMU's "QEVM" and each
+    multifd channel's with QEMU's multifd magic, each as long as its FIN
+    says; RAM is identical byte for byte."""
+    import base64, json, subprocess, sys
+    from wire_capture import RecordingProxy
+    channels = 2
+    env = Env(MEM)
+    proxy = None
+    try:
+        sd, dd, src, dst = two_hosts(env)
+        proxy = RecordingProxy(dd["port"], cut_stream=(1, 0), cut_after=8)
+        key, nonce, mid = os.urandom(32), os.urandom(8), os.urandom(16)
+        a, b, qs, qd = Qmp(sd["ctl"]), Qmp(dd["ctl"]), Qmp(src["qmp"]), Qmp(dst["qmp"])
+        # QEMU's parameters, the destination's migrate-incoming, both daemons
+        # armed (destination first), the connections made at arm, migrate.
+        qs.cmd("migrate-set-parameters", **{"max-bandwidth": 1 << 40})
+        for q in (qd, qs):
+            q.cmd("migrate-set-capabilities", capabilities=[{"capability": "multifd", "state": True}])
+            q.cmd("migrate-set-parameters", **{"multifd-channels": channels})
+        dst_sock, src_sock = env.path("idc-dst.sock"), env.path("idc-src.sock")
+        qd.cmd("migrate-incoming", uri="unix:" + dst_sock)
+        arm = dict(id=mid.hex(), key=base64.b64encode(key).decode(), nonce=nonce.hex(), streams=1 + channels)
+        b.cmd("migration-arm", role="destination", **arm, **{"qemu-path": dst_sock, "qemu-pid": dst["proc"].pid})
+        a.cmd("migration-arm", role="source", peer=f"127.0.0.1:{proxy.port}", **arm,
+              **{"peer-protocol": 3, "listen-path": src_sock, "qemu-pid": src["proc"].pid})
+        wait_for(lambda: a.cmd("query-migrations", id=mid.hex())[0]["connections-made-at-arm"]["pending"] == 0, 10,
+                 "connections made at arm still pending")
+        qs.cmd("migrate", uri="unix:" + src_sock)
+        why = lambda: (a.cmd("query-migrations", id=mid.hex()), b.cmd("query-migrations", id=mid.hex()))
+        wait_for(lambda: qs.cmd("query-migrate").get("status") in ("completed", "failed", "cancelled"), 300,
+                 "source migration did not end")
+        st = qs.cmd("query-migrate")
+        assert st["status"] == "completed", (st, why())
+        wait_for(lambda: qd.cmd("query-status")["status"] != "inmigrate", 60, "destination still loading")
+        assert qd.cmd("query-status")["status"] == "paused", (qd.cmd("query-status"), qd.cmd("query-migrate"), why())
+        es, ed = a.cmd("migration-end", id=mid.hex()), b.cmd("migration-end", id=mid.hex())
+        assert proxy.cut, "the proxy never cut the main stream"
+        main_src = [s for s in es["streams"] if s["name"] == "main"][0]
+        assert main_src["resumes"] >= 1, es
+        assert files_equal(src["mem"], dst["mem"]), "destination RAM differs from source RAM"
+        before = last_ops(src["serial"])
+        qd.cmd("cont")
+        wait_for(lambda: last_ops(dst["serial"]) > before, 30, "destination guest did not continue")
+        for q in (a, b, qs, qd):
+            q.close()
+        assert proxy.wait_closed(20), "connections through the proxy still open after migration-end"
+
+        # The captures, decoded by the independent decoder (Debian's python3
+        # has python3-cryptography).
+        proxy.dump(env.dir, key, nonce, mid)
+        py = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
+        t = time.time()
+        r = subprocess.run([py, os.path.join(os.path.dirname(os.path.abspath(__file__)), "wire_capture.py"), env.dir],
+                           capture_output=True, timeout=600)
+        assert r.returncode == 0, r.stderr.decode(errors="replace")
+        rep = json.loads(r.stdout)
+        print(f"  decoded {len(proxy.conns)} connections, {sum(len(x['c2s']) + len(x['s2c']) for x in proxy.conns)} "
+              f"bytes in {time.time() - t:.1f} s", flush=True)
+        streams = {s["name"]: s for s in rep["streams"]}
+        show = lambda s: json.dumps(s, indent=1)
+        assert not rep["unparsed"], rep["unparsed"]
+        assert sorted(streams) == sorted(["main"] + [f"multifd-{i}" for i in range(channels)]), show(rep)
+        for name, s in streams.items():
+            assert s["error"] is None, f"{name}: {s['error']}\n{show(s)}"
+            assert all(c["handshake_complete"] for c in s["connections"]), show(s)
+            fin = s["fin"]
+            assert fin and s["c2s_ends_with_fin"], f"{name}: the client direction does not end with a FIN\n{show(s)}"
+            assert fin["digest"] == s["digest_recomputed"], show(s)
+            assert fin["total"] == s["plaintext_length"] > 0 and fin["records"] == s["data_records"], show(s)
+            last = [c for c in s["connections"] if not c["handshake_only"]][-1]
+            assert last["closed_cleanly"] and last["s2c_ends_with_fin"], f"{name}: no clean end (s7)\n{show(s)}"
+            head = bytes.fromhex(s["plaintext_head"])
+            assert head.startswith(b"QEVM" if name == "main" else bytes.fromhex("11223344")), (name, head)
+        main = streams["main"]
+        used = [c for c in main["connections"] if not c["handshake_only"]]
+        assert len(used) >= 2 and used[0]["cut"] and used[0]["broken"], show(main)
+        assert all(c["resume"] for c in used[1:]), show(main)
+        assert main_src["resent-bytes"] > 0, main_src  # the record cut in half, at least
+        print(f"  main: {len(used)} connections, {main['plaintext_length']} bytes, source resent "
+              f"{main_src['resent-bytes']} bytes, {sum(c['c2s_resent'] for c in used)} DATA records seen twice; " +
+              ", ".join(f"{n}: {s['plaintext_length']} bytes" for n, s in sorted(streams.items()) if n != "main"),
+              flush=True)
+    finally:
+        if proxy:
+            proxy.close()
+        env.close()
+
+
 CASES = {
     "single-stream": encrypted(0),
     "multifd-2": encrypted(2),
@@ -503,6 +628,8 @@ CASES = {
     "truncate-resumes": truncate_resumes,
     "attack-resume-race-main": resume_race(0),
     "attack-resume-race-multifd": resume_race(2),
+    "integrity-repeat-record": integrity_fault("repeat-record"),
+    "integrity-skip-record": integrity_fault("skip-record"),
     "attack-version-downgrade": version_downgrade,
     "preconnect-forged-alert": preconnect_forged_alert,
     "preconnect-unused": preconnect_unused,
@@ -515,6 +642,7 @@ CASES = {
     "kill-destination-daemon": kill_daemon("destination"),
     "two-at-once": concurrent,
     "postcopy": postcopy,
+    "independent-decoder-captures": independent_decoder_captures,
 }
 
 if __name__ == "__main__":
