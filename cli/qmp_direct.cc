@@ -385,8 +385,8 @@ class DirectMigration {
   // left by QEMU 7.2 in "postmigrate": from there it refuses to migrate again
   // ("Can't migrate the vm that was paused due to previous migration"), `stop`
   // does nothing, and only `cont` leaves it. So `cont` and `stop`, written
-  // together so that QEMU runs them back to back (the guest runs about a
-  // millisecond), bring it back to "paused", as migratable as before. Only
+  // together so that QEMU runs them back to back (the guest runs 1 to 6 ms
+  // under TCG here), bring it back to "paused", as migratable as before. Only
   // when the destination cannot hold the VM: its QEMU is gone, or still
   // loading and so has never activated its disks; never once postcopy began
   // (the destination has run the VM). QEMU 10.0 restores "paused" by itself:

@@ -20,7 +20,8 @@ def read_exact(sock, n):
 
 class Mitm:
     def __init__(self, target_port, attack=None, at_record=20, marker=None, target_host="127.0.0.1",
-                 listen_host="127.0.0.1", listen_port=0, attack_conn=0, hold_main_s=0, record_conn=None):
+                 listen_host="127.0.0.1", listen_port=0, attack_conn=0, hold_main_s=0, record_conn=None,
+                 refuse_after_attack=False):
         self.target = (target_host, target_port)
         self.attack, self.at, self.marker = attack, at_record, marker
         self.attack_conn = attack_conn  # which accepted connection to attack (0 = the first, -1 = every one)
@@ -31,6 +32,7 @@ class Mitm:
         self.record_conn = record_conn  # keep the client's first bytes of that connection, for replay()
         self.recorded = b""
         self.conn_count = 0
+        self.refuse_after_attack = refuse_after_attack  # the path dies for good: new connections are refused
         self.client_bytes = {}  # connection number -> bytes the client sent on it
         self.lock = threading.Lock()
         self.ls = socket.socket()
@@ -40,7 +42,7 @@ class Mitm:
         self.socks = []
         threading.Thread(target=self._accept, daemon=True).start()
 
-    def close(self):
+    def close_listener(self):
         try:
             self.ls.shutdown(socket.SHUT_RDWR)  # wakes the accept thread, so it ends
         except OSError:
@@ -49,6 +51,9 @@ class Mitm:
             self.ls.close()
         except OSError:
             pass
+
+    def close(self):
+        self.close_listener()
         for s in self.socks:
             try:
                 s.close()
@@ -172,6 +177,8 @@ class Mitm:
                         elif attack == "drop":
                             rec = b""
                         elif attack == "truncate":
+                            if self.refuse_after_attack:
+                                self.close_listener()
                             dst.sendall(out + rec)
                             raise ConnectionAbortedError
                         elif attack == "blackhole":

@@ -480,6 +480,67 @@ def wrong_key():
         env.close()
 
 
+def teardown_while_reconnecting():
+    """A migration is cancelled while one of its streams is reconnecting (its
+    path died: every new connection is refused), three times over, while
+    another migration runs on the same daemons and a control client stays
+    connected. The daemons once kept a closed socket's number for a stream
+    that was reconnecting and shut it down at teardown: whatever had reused
+    the number (another migration's socket, a control client) broke. Now
+    nothing else is touched: the other migration completes byte for byte,
+    the control client still answers, and no key is left."""
+    import subprocess
+    from harness import ENCMIG
+    env = Env(MEM)
+    try:
+        sd, dd = env.daemon("src-d"), env.daemon("dst-d")
+        watcher = Qmp(sd["ctl"])  # a control client that stays connected throughout
+        for round_ in range(3):
+            s1, d1 = env.qemu(f"a{round_}"), env.qemu(f"a{round_}-dst", incoming=True, fill=False)
+            s2, d2 = env.qemu(f"b{round_}"), env.qemu(f"b{round_}-dst", incoming=True, fill=False)
+            mitm = Mitm(dd["port"], attack="truncate", at_record=20, refuse_after_attack=True)
+            argv = [ENCMIG, "migrate", "--json", "--src-qmp", s1["qmp"], "--dst-qmp", d1["qmp"], "--run-dir", env.dir,
+                    "--src-encmigd", sd["ctl"], "--dst-encmigd", dd["ctl"], "--encrypted=required",
+                    "--dst-addr", f"127.0.0.1:{mitm.port}", "--bandwidth", "64"]
+            p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            wait_for(lambda: mitm.attacked, 60, "the path never died")  # and every reconnect is refused from now on
+            # The other migration starts, and new sockets reuse numbers.
+            other = {}
+            t = threading.Thread(target=lambda: other.update(
+                res=env.migrate(s2, d2, sd, dd, ["--encrypted=required", "--bandwidth", "96"])))
+            t.start()
+            def reconnecting():
+                for m in watcher.cmd("query-migrations"):
+                    if any(st["state"] == "reconnecting" for st in m["streams"]):
+                        return True
+                return False
+            try:
+                wait_for(reconnecting, 30, "no stream reconnecting")
+            except AssertionError:
+                p.kill()
+                out, err = p.communicate()
+                raise AssertionError(f"no stream reconnecting: {watcher.cmd('query-migrations')}\n{open(sd['log']).read()}"
+                                     f"\n{out[-2000:]!r}\n{err[-2000:]!r}")
+            p.send_signal(signal.SIGINT)  # encmig cancels the migration on both daemons
+            out, err = p.communicate(timeout=60)
+            t.join(300)
+            mitm.close()
+            check_migrated(env, s2, d2, other["res"])
+            assert status(s1) == "running", "the cancelled migration's source VM is not running"
+            st = watcher.cmd("query-stats")  # the long-lived control client still answers
+            wait_for(lambda: watcher.cmd("query-stats")["keys-held"] == 0, 15, "a key is still held")
+            q = Qmp(dd["ctl"])
+            wait_for(lambda: q.cmd("query-stats")["keys-held"] == 0, 15, "a key is still held on the destination")
+            q.close()
+            assert sd["proc"].poll() is None and dd["proc"].poll() is None, "a daemon died"
+            for vm in (s1, d1, s2, d2):
+                env.stop(vm["proc"])
+                os.unlink(vm["mem"])
+        watcher.close()
+    finally:
+        env.close()
+
+
 def concurrent():
     env = Env(MEM)
     try:
@@ -530,7 +591,9 @@ def independent_decoder_captures():
     connections; each stream's client direction ends with a FIN whose digest
     the decoder verified; main's plaintext starts with QEMU's "QEVM" and each
     multifd channel's with QEMU's multifd magic, each as long as its FIN
-    says; RAM is identical byte for byte."""
+    says; RAM is identical byte for byte. The daemons are armed for one
+    stream more than QEMU opens: its connection, made at arm and never used,
+    carries the handshake only, and decodes as such."""
     import base64, json, subprocess, sys
     from wire_capture import RecordingProxy
     channels = 2
@@ -549,7 +612,7 @@ def independent_decoder_captures():
             q.cmd("migrate-set-parameters", **{"multifd-channels": channels})
         dst_sock, src_sock = env.path("idc-dst.sock"), env.path("idc-src.sock")
         qd.cmd("migrate-incoming", uri="unix:" + dst_sock)
-        arm = dict(id=mid.hex(), key=base64.b64encode(key).decode(), nonce=nonce.hex(), streams=1 + channels)
+        arm = dict(id=mid.hex(), key=base64.b64encode(key).decode(), nonce=nonce.hex(), streams=1 + channels + 1)
         b.cmd("migration-arm", role="destination", **arm, **{"qemu-path": dst_sock, "qemu-pid": dst["proc"].pid})
         a.cmd("migration-arm", role="source", peer=f"127.0.0.1:{proxy.port}", **arm,
               **{"peer-protocol": 3, "listen-path": src_sock, "qemu-pid": src["proc"].pid})
@@ -586,10 +649,15 @@ def independent_decoder_captures():
         rep = json.loads(r.stdout)
         print(f"  decoded {len(proxy.conns)} connections, {sum(len(x['c2s']) + len(x['s2c']) for x in proxy.conns)} "
               f"bytes in {time.time() - t:.1f} s", flush=True)
-        streams = {s["name"]: s for s in rep["streams"]}
         show = lambda s: json.dumps(s, indent=1)
         assert not rep["unparsed"], rep["unparsed"]
+        assert all(s["error"] is None for s in rep["streams"]), show([s for s in rep["streams"] if s["error"]])
+        streams = {s["name"]: s for s in rep["streams"] if s["used_connections"]}
+        unused = [s for s in rep["streams"] if not s["used_connections"]]
         assert sorted(streams) == sorted(["main"] + [f"multifd-{i}" for i in range(channels)]), show(rep)
+        # The spare stream's connection made at arm: hellos and confirmations, no record.
+        assert [(s["kind"], s["index"]) for s in unused] == [(1, 1 + channels)], show(unused)
+        assert all(c["handshake_complete"] and c["handshake_only"] for c in unused[0]["connections"]), show(unused)
         for name, s in streams.items():
             assert s["error"] is None, f"{name}: {s['error']}\n{show(s)}"
             assert all(c["handshake_complete"] for c in s["connections"]), show(s)
@@ -628,6 +696,7 @@ CASES = {
     "truncate-resumes": truncate_resumes,
     "attack-resume-race-main": resume_race(0),
     "attack-resume-race-multifd": resume_race(2),
+    "teardown-while-reconnecting": teardown_while_reconnecting,
     "integrity-repeat-record": integrity_fault("repeat-record"),
     "integrity-skip-record": integrity_fault("skip-record"),
     "attack-version-downgrade": version_downgrade,

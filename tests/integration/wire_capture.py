@@ -3,11 +3,12 @@
 RecordingProxy is a man in the middle between the source daemon and the
 destination daemon's data port. It records, per TCP connection and in the
 order the connections were accepted, every byte it forwarded in each
-direction (what the receiver got, not what the sender wrote), and it cuts
-the first connection of one stream (kind, index) once, after `cut_after`
-client records (START included) and, with `cut_partial`, the first half of
-the next one, like Mitm's "truncate": both sockets are shut down, so the
-stream resumes on a new connection, through the proxy.
+direction (what the receiver got, not what the sender wrote). Once, it cuts
+the first connection of one stream (kind, index) that carries `cut_after`
+client records (START included), when the next one begins to arrive, and
+with `cut_partial` it forwards the first half of that one first. Like Mitm's
+"truncate", both sockets are then shut down, so the stream resumes on a new
+connection, through the proxy.
 
 decode_captures(dir) runs under Debian's /usr/bin/python3 (it needs
 python3-cryptography):
@@ -127,20 +128,20 @@ class RecordingProxy:
                 s.shutdown(socket.SHUT_WR)
                 return
             conn["kind"], conn["index"] = hello[6], struct.unpack(">I", hello[8:12])[0]
-            with self.lock:
-                cut = not self.cut and (conn["kind"], conn["index"]) == tuple(self.cut_stream)
-                if cut:
-                    self.cut = conn["cut"] = True  # this connection is the one cut (at most one)
-            if not cut:
+            if self.cut or (conn["kind"], conn["index"]) != tuple(self.cut_stream):
                 self._copy(c, s, conn["c2s"])
                 return
+            # The stream to cut: count its records (START included).
             confirm = _read_exact(c, CONFIRM)
             self._send(s, conn["c2s"], confirm)
             buf, n = bytearray(), 0
-            while n < self.cut_after:
+            while True:
                 d = c.recv(1 << 20)
                 if not d:
-                    raise OSError("closed before the cut")
+                    if buf:
+                        self._send(s, conn["c2s"], bytes(buf))
+                    s.shutdown(socket.SHUT_WR)
+                    return
                 buf += d
                 while n < self.cut_after and len(buf) >= 16:
                     end = 32 + struct.unpack(">I", buf[4:8])[0]
@@ -149,14 +150,19 @@ class RecordingProxy:
                     self._send(s, conn["c2s"], bytes(buf[:end]))
                     del buf[:end]
                     n += 1
+                if n == self.cut_after and len(buf) >= 16:
+                    break
+            with self.lock:  # one cut, on the first connection of the stream that gets this far
+                cut = not self.cut
+                if cut:
+                    self.cut = conn["cut"] = True
+            if not cut:
+                self._send(s, conn["c2s"], bytes(buf))
+                self._copy(c, s, conn["c2s"])
+                return
             if self.cut_partial:
                 # and the first half of the next record: the destination never
                 # gets it whole, so the source must send it again.
-                while len(buf) < 16:
-                    d = c.recv(1 << 20)
-                    if not d:
-                        raise OSError("closed before the cut")
-                    buf += d
                 part = min(len(buf), max(16, (32 + struct.unpack(">I", buf[4:8])[0]) // 2))
                 self._send(s, conn["c2s"], bytes(buf[:part]))
             self._shut(c, s)  # nothing more of this connection reaches the destination
