@@ -464,6 +464,20 @@ TEST(StreamLink, IntegrityChecksCatchARepeatedOrSkippedRecord) {
   }
 }
 
+// Acknowledged positions never go down, not even within one batch of records.
+TEST(EncryptedChannel, AnAckBelowAnEarlierOneFails) {
+  auto p = connect_pair();
+  ASSERT_TRUE(p.client->send_start({0, Peer::salt()}).ok());
+  ASSERT_TRUE(p.client->send_ack(5).ok());
+  ASSERT_TRUE(p.client->send_ack(3).ok());
+  EncryptedChannel::Batch b;
+  ASSERT_TRUE(p.server->receive(b, nullptr, 1000).ok());
+  ASSERT_TRUE(b.start);
+  auto st = p.server->receive(b, nullptr, 1000);
+  ASSERT_FALSE(st.ok());
+  EXPECT_EQ(st.error().code, ErrorCode::kBadAck) << st.error().text();
+}
+
 // The resend budget is daemon-wide: a stream that cannot get its minimum
 // does not start, and says why.
 TEST(StreamLink, ResendBudgetSpent) {

@@ -365,6 +365,23 @@ def limits_and_expiry():
         q.cmd("migration-arm", id=ids[2], role="destination", key=KEY(), nonce=os.urandom(8).hex(),
               **{"qemu-path": env.path("q2.sock")})
         q.close()
+        # The resend budget is daemon-wide: a migration whose streams could
+        # not all take their minimum (4 MiB each) is refused at arm, counted
+        # and logged; one that fits is armed.
+        bd = env.daemon("budget-d", ["--resend-budget", str(64 << 20)])
+        q = Qmp(bd["ctl"])
+        try:
+            q.cmd("migration-arm", id=os.urandom(16).hex(), role="destination", key=KEY(), nonce=os.urandom(8).hex(),
+                  streams=20, **{"qemu-path": env.path("b0.sock")})
+            raise AssertionError("20 streams armed within a 64 MiB resend budget")
+        except RuntimeError as e:
+            assert "resend budget" in str(e), e
+        st = q.cmd("query-stats")
+        assert st["migrations-refused-budget"] == 1 and st["resend-budget-bytes"] == 64 << 20, st
+        assert "resend budget" in open(bd["log"]).read()
+        q.cmd("migration-arm", id=os.urandom(16).hex(), role="destination", key=KEY(), nonce=os.urandom(8).hex(),
+              streams=4, **{"qemu-path": env.path("b1.sock")})
+        q.close()
     finally:
         env.close()
 

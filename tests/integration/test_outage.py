@@ -233,12 +233,12 @@ def postcopy_outage():
         h.close()
 
 
-def endless_resets():
+def endless_resets(side="source"):
     """An attacker on the path resets every connection again and again. It is
-    bounded (--max-resumes, counted): with 3 the migration fails honestly,
-    naming the stream, the VM stays; with the default the same attack for a
-    few rounds only slows the migration down, and every resume is counted."""
-    h = Hosts("lan", ["--max-resumes", "3"])
+    bounded (--max-resumes, counted by each side): with 3 on either daemon the
+    migration fails honestly, naming the stream, the VM stays."""
+    limit = ["--max-resumes", "3"]
+    h = Hosts("lan", limit if side == "source" else (), limit if side == "destination" else ())
     stop = threading.Event()
 
     def flapper():
@@ -261,8 +261,9 @@ def endless_resets():
         assert res["result"] != "completed", res
         assert status(h.src) == "running"
         mid = res["migration-id"]
-        wait_for(lambda: outcome_lines(h.sd["log"], mid), 15, "no outcome line")
-        line = outcome_lines(h.sd["log"], mid)[0]
+        d = h.sd if side == "source" else h.dd
+        wait_for(lambda: outcome_lines(d["log"], mid), 15, "no outcome line")
+        line = outcome_lines(d["log"], mid)[0]
         assert "resumed 3 times" in line, line
     finally:
         h.close()
@@ -324,6 +325,7 @@ CASES = {
     "outage-during-switchover": switchover_flap,
     "outage-postcopy": postcopy_outage,
     "attack-endless-resets": endless_resets,
+    "attack-endless-resets-destination": lambda: endless_resets("destination"),
     "attack-resume-replay": resume_replay,
 }
 # The CI set: every kind of break, both link kinds, both stream layouts.
