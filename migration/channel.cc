@@ -107,7 +107,9 @@ Status EncryptedChannel::receive(Batch& b, DataOpener* data, int timeout_ms) {
   b.start = false;
   b.fin = false;
   if (!rbuf_.valid()) {
-    rbuf_ = LockedRegion::allocate(2 * kMaxRecord);
+    // Two huge pages: room for whole records after any partial one moved to
+    // the front, which happens about once every three maximal records.
+    rbuf_ = LockedRegion::allocate(4 * wire::kMaxRecordPayload);
     if (!rbuf_.valid()) return make_error(ErrorCode::kIo, "no memory for a receive buffer");
   }
   // The previous batch is consumed. Move a partial record to the front only

@@ -107,9 +107,9 @@ class EncryptedChannel {
   ControlSealer tx_;
   RecordReader rx_;
   // Received bytes live in rbuf_[rstart_, rend_), opened in place: guest
-  // plaintext, so locked memory, made at the first receive(). It holds two
-  // maximal records, so a partial record is moved to the front only when the
-  // space after it could not take a whole record.
+  // plaintext, so locked memory, made at the first receive(). It holds
+  // almost four maximal records, and a partial record is moved to the front
+  // only when the space after it could not take a whole record.
   LockedRegion rbuf_;
   size_t rstart_ = 0, rend_ = 0;
 };
