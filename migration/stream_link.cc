@@ -334,7 +334,7 @@ Status StreamLink::run(std::unique_ptr<EncryptedChannel> first_ch, const wire::S
     }
     {
       std::lock_guard<std::mutex> g(mu_);
-      if (failure_.empty()) failure_ = o.status.error().text();
+      if (failure_.empty()) failure_ = o.status.error().message();
     }
     abort();
     ::shutdown(s_.local.get(), SHUT_RDWR);
