@@ -37,10 +37,37 @@ void EncryptedChannel::shutdown() const { ::shutdown(fd_.get(), SHUT_RDWR); }
 
 Status EncryptedChannel::send_records(const uint8_t* p, size_t n) {
   std::lock_guard<std::timed_mutex> g(tx_mu_);
+  if (auto st = send_control(nullptr, 0); !st) return st;
   return write_all(fd_.get(), p, n);
 }
 
-Status EncryptedChannel::send_control(const uint8_t* rec, size_t n) { return write_all(fd_.get(), rec, n); }
+// tx_mu_ held: what try_send_ack() queued goes first, then `rec`.
+Status EncryptedChannel::send_control(const uint8_t* rec, size_t n) {
+  if (!queued_.empty()) {
+    if (auto st = write_all(fd_.get(), queued_.data(), queued_.size()); !st) return st;
+    queued_.clear();
+  }
+  return n ? write_all(fd_.get(), rec, n) : Status{};
+}
+
+Status EncryptedChannel::flush() {
+  std::lock_guard<std::timed_mutex> g(tx_mu_);
+  return send_control(nullptr, 0);
+}
+
+Result<EncryptedChannel::TrySend> EncryptedChannel::try_send_ack(uint64_t position) {
+  std::unique_lock<std::timed_mutex> l(tx_mu_, std::try_to_lock);
+  if (!l.owns_lock() || !queued_.empty()) return TrySend::kBusy;
+  uint8_t rec[wire::kAckRecordSize];
+  if (auto st = tx_.seal_ack(position, rec); !st) return st.error();
+  ssize_t n = ::send(fd_.get(), rec, sizeof rec, MSG_DONTWAIT | MSG_NOSIGNAL);
+  if (n == ssize_t(sizeof rec)) return TrySend::kSent;
+  if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+    return make_error(ErrorCode::kIo, "write: " + errno_text(errno));
+  // Sealed, so it must go out, after what already went: the next sender's job.
+  queued_.assign(rec + std::max<ssize_t>(n, 0), rec + sizeof rec);
+  return TrySend::kQueued;
+}
 
 Status EncryptedChannel::send_start(const wire::Start& s) {
   std::lock_guard<std::timed_mutex> g(tx_mu_);
@@ -82,6 +109,11 @@ bool EncryptedChannel::send_error(ErrorCode code, const std::string& text) {
   // the sender's side", with their name in the text.
   std::string why = uint16_t(code) > kMaxWireErrorCode ? std::string(error_code_name(code)) + ": " + text : text;
   if (uint16_t(code) > kMaxWireErrorCode) code = ErrorCode::kLocalFailure;
+  if (!queued_.empty()) {  // a record's tail goes first, or nothing can follow it
+    if (::send(fd_.get(), queued_.data(), queued_.size(), MSG_DONTWAIT | MSG_NOSIGNAL) != ssize_t(queued_.size()))
+      return false;
+    queued_.clear();
+  }
   if (!tx_.seal_error(code, why, rec, &n).ok()) return false;
   bool sent = ::send(fd_.get(), rec, n, MSG_DONTWAIT | MSG_NOSIGNAL) == ssize_t(n);
   ::shutdown(fd_.get(), SHUT_WR);

@@ -19,6 +19,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <vector>
 
 #include "migration/buffer_pool.h"
 #include "migration/handshake.h"
@@ -49,6 +50,15 @@ class EncryptedChannel {
   Status send_start(const wire::Start& s);
   Status send_ack(uint64_t position);
   Status send_fin(const wire::Fin& f);
+  // For the receiving thread, which must never wait on the socket: an ACK
+  // if no other thread is writing. kSent: it went out whole. kQueued: it is
+  // sealed, and the part the socket could not take now waits for the next
+  // send (or flush()), which a sending thread must then make. kBusy: another
+  // thread holds the socket; nothing was sealed.
+  enum class TrySend { kSent, kQueued, kBusy };
+  Result<TrySend> try_send_ack(uint64_t position);
+  // Writes what try_send_ack() queued, if anything.
+  Status flush();
   // Best effort: an ERROR record naming why this side is aborting, then
   // half-close (docs/protocol.md, section 10). Gives up rather than block: if
   // another thread is stuck in a write for 200 ms or the socket buffer is
@@ -105,6 +115,7 @@ class EncryptedChannel {
   uint32_t flags_ = 0;
   std::timed_mutex tx_mu_;  // the control sealer and the socket's write side
   ControlSealer tx_;
+  std::vector<uint8_t> queued_;  // the unsent tail of a record try_send_ack() sealed: goes out first
   RecordReader rx_;
   // Received bytes live in rbuf_[rstart_, rend_), opened in place: guest
   // plaintext, so locked memory, made at the first receive(). It holds

@@ -374,11 +374,10 @@ StreamLink::Outcome StreamLink::pump_out() {
   const int local = s_.local.get();
   uint64_t my_gen = 0, cursor = 0;
   bool fin_on_conn = false;
-  auto last_ack = Clock::now();
   for (;;) {
     std::shared_ptr<EncryptedChannel> ch;
     ResendLog::Run run;
-    bool send_fin = false, want_read = false, send_ack = false, ack_fin = false;
+    bool send_fin = false, want_read = false, send_ack = false, ack_fin = false, flush = false;
     uint64_t ack_position = 0;
     int wait_ms = -1;
     const auto now = Clock::now();
@@ -397,7 +396,9 @@ StreamLink::Outcome StreamLink::pump_out() {
       // every keepalive, even when R is blocked on QEMU: the peer must not
       // take a slow QEMU for a dead connection.
       const auto keepalive = std::chrono::milliseconds(o_.keepalive_ms);
-      if (ch && (ack_due_ || now - last_ack >= keepalive)) {
+      flush = ch && flush_due_;
+      flush_due_ = false;
+      if (ch && (ack_due_ || now - last_ack_at_ >= keepalive)) {
         send_ack = true;
         ack_fin = peer_fin_;
         ack_position = delivered_ + (ack_fin ? 1 : 0);
@@ -408,8 +409,9 @@ StreamLink::Outcome StreamLink::pump_out() {
         ack_sent_ = ack_position;
         if (ack_fin) final_ack_sent_ = true;
       }
+      if (send_ack) last_ack_at_ = now;
       if (ch) wait_ms = int(std::max<int64_t>(1, std::chrono::duration_cast<std::chrono::milliseconds>(
-                                                     last_ack + keepalive - now).count()));
+                                                     last_ack_at_ + keepalive - now).count()));
       log_.release_to(std::min(acked_, sent_));
       if (ch && cursor < sent_) {
         auto r = log_.run_from(cursor);
@@ -423,11 +425,11 @@ StreamLink::Outcome StreamLink::pump_out() {
       sender_waits_ = !run.bytes && !send_fin && !want_read;
     }
     if (send_ack) {
-      if (auto st = ch->send_ack(ack_position); !st) {
-        broken(my_gen, st.error());
-        continue;
-      }
-      last_ack = now;
+      if (auto st = ch->send_ack(ack_position); !st) broken(my_gen, st.error());
+      continue;
+    }
+    if (flush) {
+      if (auto st = ch->flush(); !st) broken(my_gen, st.error());
       continue;
     }
     if (run.bytes) {
@@ -659,15 +661,44 @@ StreamLink::Outcome StreamLink::receive_loop(Reconnect& reconnect) {
         ::shutdown(local, SHUT_WR);
       }
     }
-    // Ask S to acknowledge: once kAckEvery more bytes are delivered, and
-    // the FIN at once (S also sends one every keepalive by itself).
-    bool ask = false;
+    // Acknowledge once kAckEvery more bytes are delivered, and the FIN at
+    // once (S also sends one every keepalive by itself). R sends it itself
+    // when the socket is free and takes it at once, the usual case where
+    // little flows the other way; otherwise S does. R never waits on the
+    // socket.
+    uint64_t position = 0;
+    bool due = false, fin = false;
     {
       std::lock_guard<std::mutex> g(mu_);
-      const uint64_t position = delivered_ + (peer_fin_ ? 1 : 0);
-      if (!ack_due_ && (position - ack_sent_ >= kAckEvery || (peer_fin_ && !final_ack_sent_))) ask = ack_due_ = true;
+      fin = peer_fin_;
+      position = delivered_ + (fin ? 1 : 0);
+      due = !ack_due_ && (position - ack_sent_ >= kAckEvery || (fin && !final_ack_sent_));
+      if (due) {
+        // Counted before the write, as S does (the peer may close at once).
+        ack_sent_ = position;
+        if (fin) final_ack_sent_ = true;
+      }
     }
-    if (ask) wake_sender();
+    if (!due) continue;
+    auto sent = ch->try_send_ack(position);
+    if (!sent) {
+      broken(gen, sent.error());
+      continue;
+    }
+    if (sent.value() == EncryptedChannel::TrySend::kSent) {
+      std::lock_guard<std::mutex> g(mu_);
+      last_ack_at_ = Clock::now();
+      continue;
+    }
+    {
+      std::lock_guard<std::mutex> g(mu_);
+      if (sent.value() == EncryptedChannel::TrySend::kQueued) {
+        flush_due_ = true;  // sealed and partly sent: S writes the rest
+      } else {
+        ack_due_ = true;  // S holds the socket: it sends the ACK after its write
+      }
+    }
+    wake_sender();
   }
 }
 

@@ -18,12 +18,15 @@
 //     taking the newest offer()), one at a time, so two installs cannot
 //     overlap, and the position it announces is its own delivered count,
 //     which nothing else changes.
-//   S, the sending thread (started by run()): the only one that writes to an
-//     installed connection (DATA, FIN, and the ACKs R asks for or the
-//     keepalive needs) and the only one that reads the local socket, seals
-//     DATA and appends to the resend log. R never writes to an installed
-//     connection, so it never waits behind a full socket and always drains
-//     the peer: two links whose sockets are full both ways cannot deadlock.
+//   S, the sending thread (started by run()): the only one that writes DATA
+//     and FIN to an installed connection (and the ACKs R hands over, and the
+//     keepalive), and the only one that reads the local socket, seals DATA
+//     and appends to the resend log. R writes to an installed connection
+//     only an ACK, and only without waiting (try_send_ack: when no other
+//     thread holds the socket and the kernel takes it at once; otherwise S
+//     sends it, or finishes it). So R never waits behind a full socket and
+//     always drains the peer: two links whose sockets are full both ways
+//     cannot deadlock.
 //   Anyone else: offer() (the data plane, on the server), abort(),
 //     settle_at_end(), counters(). They never touch a connection's
 //     descriptor except to shut it down, under mu_, while the link owns it.
@@ -214,6 +217,8 @@ class StreamLink {
   uint64_t resend_from_ = 0;       // where S starts on connection gen_
   bool sender_waits_ = false;      // S sleeps until an ACK opens the window (or more)
   bool ack_due_ = false;           // R asks S to send an ACK now
+  bool flush_due_ = false;         // R sealed an ACK the socket took only part of: S writes the rest
+  std::chrono::steady_clock::time_point last_ack_at_ = std::chrono::steady_clock::now();  // for the keepalive
   bool sender_done_ = false;       // S has returned
 
   // The peer's direction. R only; under mu_ for readers.
