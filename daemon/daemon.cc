@@ -99,7 +99,16 @@ Result<json> Daemon::end_migration(const std::string& id, bool cancel, const std
   if (!mig) return make_error(ErrorCode::kUnknownMigration, id);
   mig->end(cancel, reason);
   data_->retire(mig);
-  return json::parse(mig->status_json());
+  return status_of(*mig);
+}
+
+json Daemon::status_of(const Migration& m) {
+  json j = json::parse(m.status_json());
+  if (m.config().role == MigrationRole::kSource) {
+    auto c = data_->preconnected(m.id());
+    j["connections-made-at-arm"] = {{"ready", c.ready}, {"pending", c.pending}, {"failed", c.failed}, {"used", c.used}};
+  }
+  return j;
 }
 
 Result<json> Daemon::arm(json& args) {
@@ -184,14 +193,7 @@ Result<json> Daemon::command(const std::string& cmd, json& args) {
     // Ask each migration without holding the table's lock: a failing
     // migration holds its own lock while it counts the failure.
     json out = json::array();
-    for (auto& m : data_->list(str_arg(args, "id"))) {
-      json j = json::parse(m->status_json());
-      if (m->config().role == MigrationRole::kSource) {
-        auto c = data_->preconnected(m->id());
-        j["connections-made-at-arm"] = {{"ready", c.ready}, {"pending", c.pending}, {"failed", c.failed}, {"used", c.used}};
-      }
-      out.push_back(std::move(j));
-    }
+    for (auto& m : data_->list(str_arg(args, "id"))) out.push_back(status_of(*m));
     return out;
   }
   return make_error(ErrorCode::kCommandNotFound, cmd);

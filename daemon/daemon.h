@@ -50,6 +50,8 @@ class Daemon {
   // Ends (or cancels) an armed migration and drops it from the table;
   // returns its status. `reason` goes into its outcome line.
   Result<json> end_migration(const std::string& id, bool cancel, const std::string& reason = "");
+  // A migration's record as query-migrations shows it (with, on a source, its connections made at arm).
+  json status_of(const Migration& m);
 
  private:
   Daemon() = default;
