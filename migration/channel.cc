@@ -58,6 +58,7 @@ Status EncryptedChannel::flush() {
 Result<EncryptedChannel::TrySend> EncryptedChannel::try_send_ack(uint64_t position) {
   std::unique_lock<std::timed_mutex> l(tx_mu_, std::try_to_lock);
   if (!l.owns_lock() || !queued_.empty()) return TrySend::kBusy;
+  position = ack_floor_ = std::max(ack_floor_, position);
   uint8_t rec[wire::kAckRecordSize];
   if (auto st = tx_.seal_ack(position, rec); !st) return st.error();
   ssize_t n = ::send(fd_.get(), rec, sizeof rec, MSG_DONTWAIT | MSG_NOSIGNAL);
@@ -71,6 +72,7 @@ Result<EncryptedChannel::TrySend> EncryptedChannel::try_send_ack(uint64_t positi
 
 Status EncryptedChannel::send_start(const wire::Start& s) {
   std::lock_guard<std::timed_mutex> g(tx_mu_);
+  ack_floor_ = s.position;
   uint8_t rec[wire::kStartRecordSize];
   if (auto st = tx_.seal_start(s, rec); !st) return st;
   return send_control(rec, sizeof rec);
@@ -78,6 +80,10 @@ Status EncryptedChannel::send_start(const wire::Start& s) {
 
 Status EncryptedChannel::send_ack(uint64_t position) {
   std::lock_guard<std::timed_mutex> g(tx_mu_);
+  // Two threads acknowledge (the receiving one, and the sending one for the
+  // keepalive); each read its position before it got the socket. Positions
+  // never go down on the wire: the later write says at least as much.
+  position = ack_floor_ = std::max(ack_floor_, position);
   uint8_t rec[wire::kAckRecordSize];
   if (auto st = tx_.seal_ack(position, rec); !st) return st;
   return send_control(rec, sizeof rec);

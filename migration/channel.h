@@ -116,6 +116,7 @@ class EncryptedChannel {
   std::timed_mutex tx_mu_;  // the control sealer and the socket's write side
   ControlSealer tx_;
   std::vector<uint8_t> queued_;  // the unsent tail of a record try_send_ack() sealed: goes out first
+  uint64_t ack_floor_ = 0;       // the highest position sent in START or ACK: ACKs never go below it
   RecordReader rx_;
   // Received bytes live in rbuf_[rstart_, rend_), opened in place: guest
   // plaintext, so locked memory, made at the first receive(). It holds
