@@ -11,9 +11,10 @@ if [ ! -f "$build/build.ninja" ]; then
   meson setup "$build" >/dev/null || { echo "meson setup failed"; echo "0 passed, 1 failed, 0 skipped"; exit 1; }
 fi
 ninja -C "$build" >/dev/null || { ninja -C "$build" | tail -30; echo "0 passed, 1 failed, 0 skipped"; exit 1; }
-# The whole outage matrix (about 20 min more) runs on request:
+# The whole outage matrix (about 20 min more) and the 30 min soak run on request:
 #   meson test -C build --suite outage-full
-if [ $# -eq 0 ]; then set -- --no-suite outage-full; fi
+#   meson test -C build --suite soak-full
+if [ $# -eq 0 ]; then set -- --no-suite outage-full --no-suite soak-full; fi
 meson test -C "$build" --print-errorlogs --num-processes 1 "$@"
 rc=$?
 python3 - "$build/meson-logs/testlog.json" <<'PY'
