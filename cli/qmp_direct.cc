@@ -3,7 +3,10 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <condition_variable>
 #include <cstdio>
+#include <mutex>
+#include <optional>
 #include <thread>
 
 #include "common/json.h"
@@ -54,6 +57,54 @@ std::string daemon_failure(QmpClient* d, const std::string& id) {
   return json_string(st, "error", "stream " + state);
 }
 
+// Watches both daemons from a thread of its own, on control connections of
+// its own, while the main loop waits on QEMU's monitor. QEMU 7.2 holds its
+// big lock through the switch-over's writes: if the destination daemon dies
+// there, the source QEMU blocks on its socket (the source daemon stops
+// reading while it tries to reconnect) and answers its monitor only when
+// that socket goes. The watch sees the dead (or failed) daemon at once and
+// cancels the migration on the source daemon, which closes QEMU's socket and
+// frees QEMU: a pause of a fraction of a second, not the monitor's timeout
+// and then the end's grace.
+class DaemonWatch {
+ public:
+  DaemonWatch(std::string src_ctl, std::string dst_ctl, std::string id)
+      : src_(std::move(src_ctl)), dst_(std::move(dst_ctl)), id_(std::move(id)), t_([this] { loop(); }) {}
+  ~DaemonWatch() {
+    {
+      std::lock_guard<std::mutex> g(mu_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    t_.join();
+  }
+  std::string failure() const {
+    std::lock_guard<std::mutex> g(mu_);
+    return why_;
+  }
+
+ private:
+  void loop() {
+    auto sd = QmpClient::connect(src_, 2000), dd = QmpClient::connect(dst_, 2000);
+    std::unique_lock<std::mutex> l(mu_);
+    while (!stop_ && why_.empty()) {
+      l.unlock();
+      std::string why = daemon_failure(dd ? &dd.value() : nullptr, id_);
+      if (why.empty()) why = daemon_failure(sd ? &sd.value() : nullptr, id_);
+      if (!why.empty() && sd) (void)sd->execute("migration-cancel", {{"id", id_}});
+      l.lock();
+      if (!why.empty()) why_ = why;
+      cv_.wait_for(l, std::chrono::milliseconds(250), [&] { return stop_; });
+    }
+  }
+  const std::string src_, dst_, id_;
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  bool stop_ = false;
+  std::string why_;
+  std::thread t_;  // last: starts once the rest is built
+};
+
 // Polls the source until the migration ends; draws the progress line. A
 // daemon that failed the migration cancels it at once.
 // Streams of the migration that are reconnecting after a broken connection,
@@ -79,7 +130,14 @@ json wait_for_migration(QmpClient& src, const DirectOptions& o, const std::atomi
   std::string why_cancel;
   LinkView link;
   Clock::time_point paused_at{};
+  std::optional<DaemonWatch> watch;
+  if (sd && dd) watch.emplace(sd->path(), dd->path(), id);
   for (;;) {
+    if (std::string why = watch ? watch->failure() : ""; !why.empty() && !cancelled) {
+      why_cancel = "encmigd: " + why;  // the watch cancelled it on the source daemon
+      (void)src.execute("migrate_cancel");
+      cancelled = true;
+    }
     auto r = src.execute("query-migrate");
     if (!r) return fail_summary("source monitor: " + r.error().message());
     std::string status = json_string(r.value(), "status", "none");

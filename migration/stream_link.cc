@@ -776,6 +776,18 @@ StreamLink::Outcome StreamLink::recover(Reconnect& reconnect) {
         {
           std::lock_guard<std::mutex> g(mu_);
           installing_.reset();
+          // The server completed the stream: it had all of ours, our FIN
+          // included, and we have all of its; only an acknowledgement was lost
+          // with the connection. Its word is authenticated (an ERROR under
+          // this connection's key), and what we hold agrees: done, not failed.
+          if (st.error().code == ErrorCode::kPeerError &&
+              st.error().detail.find("has completed") != std::string::npos && local_eof_ && fin_written_ &&
+              peer_fin_ && acked_ >= sent_) {
+            acked_ = sent_ + 1;
+            final_ack_sent_ = true;
+            log_line("stream " + s_.name + ": the peer completed the stream while only an acknowledgement was lost");
+            return {};
+          }
         }
         if (resumable(st.error().code)) continue;
         // The server refused the resume (ERROR 24: the stream or the
