@@ -5,15 +5,19 @@ GiB (from /proc). For a change to the relay, build the tree before it
 somewhere else (git worktree add, meson setup, ninja tools/encmig
 tools/encmigd) and compare:
 
-    python3 bench/ab.py --before /tmp/old/build --after build [--reps 5] [--mem 1024] [--multifd N] [--out DIR]
+    python3 bench/ab.py --before /tmp/old/build --after build [--reps 5] [--mem 1024] [--multifd N]
+                        [--rtt MS [--rate MBIT]] [--plain] [--out DIR]
 
-Loopback, a paused random-filled guest, encmigd confined as its unit; the
-first run on the fresh tmpfs is discarded (huge pages)."""
+Loopback (or, with --rtt, bench/wanem at that round trip and rate), a paused
+random-filled guest, encmigd confined as its unit; the first run on the fresh
+tmpfs is discarded (huge pages). --plain adds plain QEMU TCP to the
+interleaving, for ratios and downtime against it in the same run. Downtime
+is end to end (the source's own figure plus the destination's drain)."""
 import argparse, json, os, statistics, sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import lib  # noqa: E402
-from lib import Bench, Loopback, contender, migrate_once  # noqa: E402
+from lib import Bench, Loopback, Wan, contender, migrate_once  # noqa: E402
 
 
 def main():
@@ -23,11 +27,18 @@ def main():
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--mem", type=int, default=1024)
     ap.add_argument("--multifd", type=int, default=0)
+    ap.add_argument("--rtt", type=float, help="bench/wanem instead of loopback: round trip in ms")
+    ap.add_argument("--rate", type=int, default=1000, help="with --rtt: Mb/s")
+    ap.add_argument("--plain", action="store_true", help="plain QEMU TCP too, interleaved")
     ap.add_argument("--out")
     a = ap.parse_args()
     builds = {"before": os.path.abspath(a.before), "after": os.path.abspath(a.after)}
+    if a.plain:
+        builds["plain"] = None
     c = contender("encmig", multifd=a.multifd)
-    env, topo, rows = Bench(a.mem), Loopback(), []
+    plain = contender("plain", multifd=a.multifd)
+    topo = Wan(a.rtt, a.rate) if a.rtt is not None else Loopback()
+    env, rows = Bench(a.mem), []
 
     def use(b):
         lib.ENCMIG = os.path.join(b, "tools", "encmig")
@@ -36,16 +47,18 @@ def main():
         use(builds["after"])
         print("warm-up", migrate_once(env, topo, c)["total_ms"], "ms, discarded", flush=True)
         for rep in range(a.reps):
-            for name, b in builds.items():  # interleaved: drift hits both alike
-                use(b)
-                r = migrate_once(env, topo, c)
+            for name, b in builds.items():  # interleaved: drift hits all alike
+                if b:
+                    use(b)
+                r = migrate_once(env, topo, c if b else plain)
                 r["build"] = name
                 rows.append(r)
-                print(f"{name:7} rep {rep}: ok={r['ok']} {r['total_ms']} ms  src-encmigd "
-                      f"{r['cpu_s_per_gib'].get('src-encmigd')}  dst-encmigd {r['cpu_s_per_gib'].get('dst-encmigd')} CPU-s/GiB",
-                      flush=True)
+                print(f"{name:7} rep {rep}: ok={r['ok']} {r['total_ms']} ms downtime {r['downtime_ms']} ms "
+                      f"(drain {r.get('drain_ms')})  src-encmigd {r['cpu_s_per_gib'].get('src-encmigd')}  "
+                      f"dst-encmigd {r['cpu_s_per_gib'].get('dst-encmigd')} CPU-s/GiB", flush=True)
     finally:
         env.close()
+        topo.close()
     summary = {}
     for name in builds:
         rs = [r for r in rows if r["build"] == name and r["ok"]]
@@ -54,12 +67,15 @@ def main():
             v = sorted(f(r) for r in rs)
             return {"median": statistics.median(v), "min": v[0], "max": v[-1]} if v else None
         summary[name] = {"build": builds[name], "runs": len(rs), "total_ms": s(lambda r: r["total_ms"]),
-                         "src_encmigd_cpu_s_per_gib": s(lambda r: r["cpu_s_per_gib"]["src-encmigd"]),
-                         "dst_encmigd_cpu_s_per_gib": s(lambda r: r["cpu_s_per_gib"]["dst-encmigd"])}
+                         "downtime_ms": s(lambda r: r["downtime_ms"]), "drain_ms": s(lambda r: r.get("drain_ms") or 0)}
+        if builds[name]:
+            summary[name].update(src_encmigd_cpu_s_per_gib=s(lambda r: r["cpu_s_per_gib"]["src-encmigd"]),
+                                 dst_encmigd_cpu_s_per_gib=s(lambda r: r["cpu_s_per_gib"]["dst-encmigd"]))
     print(json.dumps(summary, indent=1))
     if a.out:
         os.makedirs(a.out, exist_ok=True)
-        json.dump({"rows": rows, "summary": summary, "mem_mib": a.mem, "multifd": a.multifd}, open(os.path.join(a.out, "ab.json"), "w"),
+        json.dump({"rows": rows, "summary": summary, "mem_mib": a.mem, "multifd": a.multifd, "rtt_ms": a.rtt,
+                   "rate_mbit": a.rate if a.rtt is not None else None}, open(os.path.join(a.out, "ab.json"), "w"),
                   indent=1)
     return 0 if all(summary[n]["runs"] == a.reps for n in builds) else 1
 

@@ -19,8 +19,11 @@ namespace encmig {
 namespace {
 
 // Acknowledge once at least this much more was delivered (checked after each
-// batch), the FIN at once, and at least every keepalive.
-constexpr uint64_t kAckEvery = 256 << 10;
+// batch), the FIN at once, and at least every keepalive. Each ACK costs a
+// seal and a send here and a wake-up and an open at the peer: 1 MiB rather
+// than 256 KiB took 9-10% off both daemons' CPU per GiB and 16% off the time
+// on loopback (bench/ab.py, 5 interleaved runs, issue 22).
+constexpr uint64_t kAckEvery = 1 << 20;
 // Before the first rate estimate, the window starts here.
 constexpr size_t kInitialWindow = 16 << 20;
 // A chunk's tail shorter than this takes no new record: the next one starts a chunk.
