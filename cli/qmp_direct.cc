@@ -44,11 +44,17 @@ std::string human_bytes(double b) {
 }
 
 // A daemon's account of the migration: "" while it goes on, else why it failed.
-std::string daemon_failure(QmpClient* d, const std::string& id) {
+// *slow: it did not answer in time (busy, not dead: no verdict), and a late
+// reply may still come on this connection.
+std::string daemon_failure(QmpClient* d, const std::string& id, bool* slow = nullptr) {
   if (!d) return "";
   auto m = d->execute("query-migrations", {{"id", id}});
-  // A daemon that stopped answering has died (or was killed): its streams
-  // are gone, and no outage budget brings them back.
+  if (!m && m.error().code == ErrorCode::kTimeout) {
+    if (slow) *slow = true;
+    return "";
+  }
+  // A daemon whose socket closed has died (or was killed): its streams are
+  // gone, and no outage budget brings them back.
   if (!m && m.error().code != ErrorCode::kPeerError) return "encmigd stopped answering (" + m.error().message() + ")";
   if (!m || !m->is_array() || m->empty()) return "";
   const json& st = (*m)[0];
@@ -85,17 +91,42 @@ class DaemonWatch {
 
  private:
   void loop() {
-    auto sd = QmpClient::connect(src_, 2000), dd = QmpClient::connect(dst_, 2000);
+    std::optional<QmpClient> sd, dd;
     std::unique_lock<std::mutex> l(mu_);
     while (!stop_ && why_.empty()) {
       l.unlock();
-      std::string why = daemon_failure(dd ? &dd.value() : nullptr, id_);
-      if (why.empty()) why = daemon_failure(sd ? &sd.value() : nullptr, id_);
-      if (!why.empty() && sd) (void)sd->execute("migration-cancel", {{"id", id_}});
+      // A daemon too busy to answer within 2 s is not dead (ten migrations
+      // on two cores): ask again on a fresh connection, so that its late
+      // reply is not taken for the next one. One whose socket is gone is.
+      std::string why = check(dst_, dd);
+      if (why.empty()) why = check(src_, sd);
+      if (!why.empty()) {
+        if (!sd) reconnect(src_, sd);
+        if (sd) (void)sd->execute("migration-cancel", {{"id", id_}});
+      }
       l.lock();
       if (!why.empty()) why_ = why;
       cv_.wait_for(l, std::chrono::milliseconds(250), [&] { return stop_; });
     }
+  }
+  // Connects c if it is not; "" unless the daemon's socket is gone (refused, closed).
+  static std::string reconnect(const std::string& path, std::optional<QmpClient>& c) {
+    auto r = QmpClient::connect(path, 2000);
+    if (r) {
+      c.emplace(std::move(r.value()));
+      return "";
+    }
+    c.reset();
+    return r.error().code == ErrorCode::kTimeout ? "" : "encmigd stopped answering (" + r.error().message() + ")";
+  }
+  std::string check(const std::string& path, std::optional<QmpClient>& c) {
+    if (!c) {
+      if (std::string why = reconnect(path, c); !why.empty() || !c) return why;
+    }
+    bool slow = false;
+    std::string why = daemon_failure(&c.value(), id_, &slow);
+    if (slow) c.reset();
+    return why;
   }
   const std::string src_, dst_, id_;
   mutable std::mutex mu_;
