@@ -6,12 +6,15 @@ somewhere else (git worktree add, meson setup, ninja tools/encmig
 tools/encmigd) and compare:
 
     python3 bench/ab.py --before /tmp/old/build --after build [--reps 5] [--mem 1024] [--multifd N]
-                        [--rtt MS [--rate MBIT]] [--plain] [--out DIR]
+                        [--rtt MS [--rate MBIT]] [--plain] [--relay] [--out DIR]
 
 Loopback (or, with --rtt, bench/wanem at that round trip and rate), a paused
 random-filled guest, encmigd confined as its unit; the first run on the fresh
 tmpfs is discarded (huge pages). --plain adds plain QEMU TCP to the
-interleaving, for ratios and downtime against it in the same run. Downtime
+interleaving, for ratios and downtime against it in the same run; --relay
+adds plain QEMU through bench/relay, a copying relay without crypto where
+encmigd sits (the floor of any relay: encmigd's CPU minus the relay's is
+what encryption and the protocol cost). Downtime
 is end to end (the source's own figure plus the destination's drain)."""
 import argparse, json, os, statistics, sys
 
@@ -30,13 +33,14 @@ def main():
     ap.add_argument("--rtt", type=float, help="bench/wanem instead of loopback: round trip in ms")
     ap.add_argument("--rate", type=int, default=1000, help="with --rtt: Mb/s")
     ap.add_argument("--plain", action="store_true", help="plain QEMU TCP too, interleaved")
+    ap.add_argument("--relay", action="store_true",
+                    help="plain QEMU TCP through bench/relay too (a copying relay without crypto), interleaved")
     ap.add_argument("--out")
     a = ap.parse_args()
     builds = {"before": os.path.abspath(a.before), "after": os.path.abspath(a.after)}
-    if a.plain:
-        builds["plain"] = None
+    others = {k: contender(k, multifd=a.multifd) for k in ("plain", "relay") if getattr(a, k)}
+    builds.update({k: None for k in others})
     c = contender("encmig", multifd=a.multifd)
-    plain = contender("plain", multifd=a.multifd)
     topo = Wan(a.rtt, a.rate) if a.rtt is not None else Loopback()
     env, rows = Bench(a.mem), []
 
@@ -50,12 +54,11 @@ def main():
             for name, b in builds.items():  # interleaved: drift hits all alike
                 if b:
                     use(b)
-                r = migrate_once(env, topo, c if b else plain)
+                r = migrate_once(env, topo, c if b else others[name])
                 r["build"] = name
                 rows.append(r)
                 print(f"{name:7} rep {rep}: ok={r['ok']} {r['total_ms']} ms downtime {r['downtime_ms']} ms "
-                      f"(drain {r.get('drain_ms')})  src-encmigd {r['cpu_s_per_gib'].get('src-encmigd')}  "
-                      f"dst-encmigd {r['cpu_s_per_gib'].get('dst-encmigd')} CPU-s/GiB", flush=True)
+                      f"(drain {r.get('drain_ms')})  CPU-s/GiB {r['cpu_s_per_gib']}", flush=True)
     finally:
         env.close()
         topo.close()
@@ -68,9 +71,9 @@ def main():
             return {"median": statistics.median(v), "min": v[0], "max": v[-1]} if v else None
         summary[name] = {"build": builds[name], "runs": len(rs), "total_ms": s(lambda r: r["total_ms"]),
                          "downtime_ms": s(lambda r: r["downtime_ms"]), "drain_ms": s(lambda r: r.get("drain_ms") or 0)}
-        if builds[name]:
-            summary[name].update(src_encmigd_cpu_s_per_gib=s(lambda r: r["cpu_s_per_gib"]["src-encmigd"]),
-                                 dst_encmigd_cpu_s_per_gib=s(lambda r: r["cpu_s_per_gib"]["dst-encmigd"]))
+        for proc in ("src-encmigd", "dst-encmigd", "src-relay", "dst-relay", "src-qemu", "dst-qemu"):
+            if rs and proc in rs[0]["cpu_s_per_gib"]:
+                summary[name][proc.replace("-", "_") + "_cpu_s_per_gib"] = s(lambda r, p=proc: r["cpu_s_per_gib"][p])
     print(json.dumps(summary, indent=1))
     if a.out:
         os.makedirs(a.out, exist_ok=True)

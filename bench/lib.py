@@ -43,7 +43,8 @@ from netns import Loopback, Veth, Wan  # noqa: E402,F401
 def contender(kind, multifd=0, priority=None, engine=None):
     """engine: pin encmigd's AES-256-GCM engine (--aead-engine); None = its
     own choice (the fastest that passes its known answers)."""
-    label = {"plain": "plain TCP", "tls-x509": "QEMU TLS x509", "tls-psk": "QEMU TLS PSK", "encmig": "encmig"}[kind]
+    label = {"plain": "plain TCP", "relay": "plain TCP via a copy relay", "tls-x509": "QEMU TLS x509",
+             "tls-psk": "QEMU TLS PSK", "encmig": "encmig"}[kind]
     if kind.startswith("tls"):
         label += " AES-GCM" if priority == "aes-gcm" else " default priority"
     if engine:
@@ -219,6 +220,27 @@ def end_to_end(sobs, dobs, m):
             "drain_ms": round(drain)}
 
 
+RELAY = os.path.join(BUILD, "bench", "relay")
+
+
+def _start_relays(env, topo):
+    """bench/relay on each side: source QEMU -> unix -> relay -> TCP -> relay
+    -> unix -> destination QEMU; no encryption (the floor of any relay)."""
+    src_sock, dst_sock = env.path("relay-src.sock"), env.path("relay-dst-in.sock")
+    port = _free_port(topo.addr["dst"], topo.prefix("dst"))
+    logs = {side: env.path(f"relay-{side}.log") for side in ("src", "dst")}
+    for f in logs.values():
+        if os.path.exists(f):
+            os.unlink(f)
+    dst = env.spawn(topo.prefix("dst") + [RELAY, "--listen-tcp", f"{topo.addr['dst']}:{port}", "--connect-unix", dst_sock],
+                    logs["dst"])
+    src = env.spawn(topo.prefix("src") + [RELAY, "--listen-unix", src_sock, "--connect-tcp", f"{topo.addr['dst']}:{port}"],
+                    logs["src"])
+    for f in logs.values():
+        wait_for(lambda f=f: os.path.exists(f) and "ready" in open(f).read(), 10, "relay did not start")
+    return {"src": src, "dst": dst, "src_sock": src_sock, "dst_sock": dst_sock}
+
+
 def migrate_once(env, topo, c, guest="paused", watch=False, settle_s=0.0, after_s=0.0):
     """One measured migration of a fresh copy of the template guest."""
     src = env.guest(topo, "src", "src", incoming=False)
@@ -237,6 +259,9 @@ def migrate_once(env, topo, c, guest="paused", watch=False, settle_s=0.0, after_
     pids = {"src-qemu": src["proc"].pid, "dst-qemu": dst["proc"].pid}
     for d, n in zip(daemons, ("src-encmigd", "dst-encmigd")):
         pids[n] = d["proc"].pid
+    relays = _start_relays(env, topo) if c["kind"] == "relay" else None
+    if relays:
+        pids.update({"src-relay": relays["src"].pid, "dst-relay": relays["dst"].pid})
     before = {k: cpu_seconds(p) for k, p in pids.items()}
     t_start = time.time()
     err = None
@@ -265,8 +290,12 @@ def migrate_once(env, topo, c, guest="paused", watch=False, settle_s=0.0, after_
         if c["kind"].startswith("tls"):
             _tls_setup(sq, dq, c, env.tls)
         uri = f"tcp:{topo.addr['dst']}:{port}"
-        dq.cmd("migrate-incoming", uri=uri)
-        sq.cmd("migrate", uri=uri)
+        if relays:
+            dq.cmd("migrate-incoming", uri=f"unix:{relays['dst_sock']}")
+            sq.cmd("migrate", uri=f"unix:{relays['src_sock']}")
+        else:
+            dq.cmd("migrate-incoming", uri=uri)
+            sq.cmd("migrate", uri=uri)
         while True:
             q = sq.cmd("query-migrate")
             if q.get("status") in ("completed", "failed", "cancelled"):
@@ -308,7 +337,7 @@ def migrate_once(env, topo, c, guest="paused", watch=False, settle_s=0.0, after_
         w.close()
     for vm in (src, dst):
         vm["obs"].close()
-    for p in [src["proc"], dst["proc"]] + [d["proc"] for d in daemons]:
+    for p in [src["proc"], dst["proc"]] + [d["proc"] for d in daemons] + ([relays["src"], relays["dst"]] if relays else []):
         env.stop(p)
     for f in (src["mem"], dst["mem"]):
         if os.path.exists(f):
