@@ -6,7 +6,7 @@ somewhere else (git worktree add, meson setup, ninja tools/encmig
 tools/encmigd) and compare:
 
     python3 bench/ab.py --before /tmp/old/build --after build [--reps 5] [--mem 1024] [--multifd N]
-                        [--rtt MS [--rate MBIT]] [--plain] [--relay] [--out DIR]
+                        [--rtt MS [--rate MBIT] | --capped GBIT] [--plain] [--relay] [--out DIR]
 
 Loopback (or, with --rtt, bench/wanem at that round trip and rate), a paused
 random-filled guest, encmigd confined as its unit; the first run on the fresh
@@ -20,7 +20,7 @@ import argparse, json, os, statistics, sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import lib  # noqa: E402
-from lib import Bench, Loopback, Wan, contender, migrate_once  # noqa: E402
+from lib import Bench, Loopback, Veth, Wan, contender, migrate_once  # noqa: E402
 
 
 def main():
@@ -32,6 +32,7 @@ def main():
     ap.add_argument("--multifd", type=int, default=0)
     ap.add_argument("--rtt", type=float, help="bench/wanem instead of loopback: round trip in ms")
     ap.add_argument("--rate", type=int, default=1000, help="with --rtt: Mb/s")
+    ap.add_argument("--capped", type=float, help="a veth pair shaped by tbf instead of loopback: Gb/s")
     ap.add_argument("--plain", action="store_true", help="plain QEMU TCP too, interleaved")
     ap.add_argument("--relay", action="store_true",
                     help="plain QEMU TCP through bench/relay too (a copying relay without crypto), interleaved")
@@ -41,7 +42,7 @@ def main():
     others = {k: contender(k, multifd=a.multifd) for k in ("plain", "relay") if getattr(a, k)}
     builds.update({k: None for k in others})
     c = contender("encmig", multifd=a.multifd)
-    topo = Wan(a.rtt, a.rate) if a.rtt is not None else Loopback()
+    topo = Wan(a.rtt, a.rate) if a.rtt is not None else Veth(a.capped) if a.capped else Loopback()
     env, rows = Bench(a.mem), []
 
     def use(b):
