@@ -6,7 +6,8 @@ somewhere else (git worktree add, meson setup, ninja tools/encmig
 tools/encmigd) and compare:
 
     python3 bench/ab.py --before /tmp/old/build --after build [--reps 5] [--mem 1024] [--multifd N]
-                        [--rtt MS [--rate MBIT] | --capped GBIT] [--plain] [--relay] [--out DIR]
+                        [--also NAME=BUILD ...] [--rtt MS [--rate MBIT] | --capped GBIT] [--plain] [--relay]
+                        [--out DIR]
 
 Loopback (or, with --rtt, bench/wanem at that round trip and rate), a paused
 random-filled guest, encmigd confined as its unit; the first run on the fresh
@@ -33,12 +34,17 @@ def main():
     ap.add_argument("--rtt", type=float, help="bench/wanem instead of loopback: round trip in ms")
     ap.add_argument("--rate", type=int, default=1000, help="with --rtt: Mb/s")
     ap.add_argument("--capped", type=float, help="a veth pair shaped by tbf instead of loopback: Gb/s")
+    ap.add_argument("--also", action="append", default=[], metavar="NAME=BUILD",
+                    help="a third (fourth...) build in the same interleaving")
     ap.add_argument("--plain", action="store_true", help="plain QEMU TCP too, interleaved")
     ap.add_argument("--relay", action="store_true",
                     help="plain QEMU TCP through bench/relay too (a copying relay without crypto), interleaved")
     ap.add_argument("--out")
     a = ap.parse_args()
     builds = {"before": os.path.abspath(a.before), "after": os.path.abspath(a.after)}
+    for extra in a.also:
+        name, _, path = extra.partition("=")
+        builds[name] = os.path.abspath(path)
     others = {k: contender(k, multifd=a.multifd) for k in ("plain", "relay") if getattr(a, k)}
     builds.update({k: None for k in others})
     c = contender("encmig", multifd=a.multifd)

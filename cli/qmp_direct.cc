@@ -2,9 +2,11 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
+#include <cstdlib>
 #include <mutex>
 #include <optional>
 #include <thread>
@@ -153,6 +155,48 @@ LinkView link_view(QmpClient* d, const std::string& id) {
   return v;
 }
 
+// QEMU counts as sent what it wrote to encmigd, and stops the guest once
+// what is left fits its downtime limit at its bandwidth estimate. What the
+// source daemon still holds unacknowledged (its window: more than a plain
+// socket's buffer on a long path) must also reach the destination while the
+// guest is stopped, so QEMU's limit is lowered by the time that takes at
+// QEMU's own estimate, to a quarter of the limit at most, and given back
+// when the migration ends. The guest then stops for about the limit asked
+// for, the relay included.
+class SwitchoverBudget {
+ public:
+  SwitchoverBudget(QmpClient& src, QmpClient* sd, std::string id) : src_(src), sd_(sd), id_(std::move(id)) {
+    if (!sd_) return;
+    auto p = src_.execute("query-migrate-parameters");
+    if (p) limit_ = set_ = int(json_int(p.value(), "downtime-limit"));
+  }
+  ~SwitchoverBudget() {
+    if (limit_ > 0 && set_ != limit_) (void)src_.execute("migrate-set-parameters", {{"downtime-limit", limit_}});
+  }
+  // With QEMU's latest query-migrate, while it copies (precopy).
+  void update(const json& q) {
+    if (limit_ <= 0 || json_string(q, "status") != "active") return;
+    const double mbps = json_number(json_object(q, "ram"), "mbps");
+    auto m = sd_->execute("query-migrations", {{"id", id_}});
+    if (mbps <= 0 || !m || !m->is_array() || m->empty()) return;
+    double unacked = 0;
+    if (auto it = (*m)[0].find("streams"); it != (*m)[0].end() && it->is_array())
+      for (const auto& st : *it) unacked += json_number(st, "unacked");
+    const double in_flight_ms = unacked * 8 / (mbps * 1e6) * 1000;
+    const int want = std::max(limit_ / 4, limit_ - int(in_flight_ms));
+    lowest_ = std::min(lowest_ ? lowest_ : want, want);
+    if (std::abs(want - set_) < std::max(10, limit_ / 10)) return;
+    if (src_.execute("migrate-set-parameters", {{"downtime-limit", want}})) set_ = want;
+  }
+  int lowest() const { return lowest_; }
+
+ private:
+  QmpClient& src_;
+  QmpClient* sd_;
+  const std::string id_;
+  int limit_ = 0, set_ = 0, lowest_ = 0;
+};
+
 json wait_for_migration(QmpClient& src, const DirectOptions& o, const std::atomic<bool>& interrupted, QmpClient* sd,
                         QmpClient* dd, const std::string& id, bool* postcopy_asked, bool* postcopy_seen) {
   auto start = Clock::now();
@@ -163,6 +207,7 @@ json wait_for_migration(QmpClient& src, const DirectOptions& o, const std::atomi
   Clock::time_point paused_at{};
   std::optional<DaemonWatch> watch;
   if (sd && dd) watch.emplace(sd->path(), dd->path(), id);
+  SwitchoverBudget budget(src, sd, id);
   for (;;) {
     if (std::string why = watch ? watch->failure() : ""; !why.empty() && !cancelled) {
       why_cancel = "encmigd: " + why;  // the watch cancelled it on the source daemon
@@ -178,8 +223,10 @@ json wait_for_migration(QmpClient& src, const DirectOptions& o, const std::atomi
       if (o.progress && !o.json) std::fprintf(stderr, "\n");
       json out = r->is_object() ? r.value() : json::object();
       if (cancelled && status != "completed") out["error-desc"] = why_cancel;
+      if (budget.lowest() > 0) out["encmig-downtime-limit-lowest"] = budget.lowest();
       return out;
     }
+    if (!cancelled) budget.update(r.value());
     double elapsed = std::chrono::duration<double>(Clock::now() - start).count();
     if (!cancelled && Clock::now() >= next_daemon_check) {
       next_daemon_check = Clock::now() + std::chrono::milliseconds(500);
@@ -541,6 +588,8 @@ class DirectMigration {
   json summarize_success(const json& q) {
     summary_["total-time-ms"] = json_int(q, "total-time");
     summary_["downtime-ms"] = json_int(q, "downtime");
+    if (q.contains("encmig-downtime-limit-lowest"))
+      summary_["downtime-limit-lowest-ms"] = json_int(q, "encmig-downtime-limit-lowest");
     summary_["setup-time-ms"] = json_int(q, "setup-time");
     const int64_t requests = json_int(json_object(q, "ram"), "postcopy-requests");
     summary_["phase"] = postcopy_asked_ || requests > 0 ? "postcopy" : "precopy";

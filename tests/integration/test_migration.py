@@ -377,6 +377,13 @@ def kill_daemon(which):
             res = result["res"]
             assert res["result"] != "completed", res
             assert status(src) == "running"
+            # encmig lowers QEMU's downtime-limit while data sits in the
+            # source daemon's window, and gives it back at the end, however
+            # the migration ended.
+            q = Qmp(src["qmp"])
+            limit = q.cmd("query-migrate-parameters")["downtime-limit"]
+            q.close()
+            assert limit == 300, f"the source's downtime-limit was left at {limit} ms (QEMU's default, 300)"
             other = dd if which == "source" else sd
             assert other["proc"].poll() is None, "the surviving daemon died"
             # Restart the killed daemon and retry.
