@@ -5,7 +5,7 @@ GiB (from /proc). For a change to the relay, build the tree before it
 somewhere else (git worktree add, meson setup, ninja tools/encmig
 tools/encmigd) and compare:
 
-    python3 bench/ab.py --before /tmp/old/build --after build [--reps 5] [--mem 1024] [--multifd N]
+    python3 bench/ab.py [--before /tmp/old/build] --after build [--reps 5] [--mem 1024] [--multifd N]
                         [--also NAME=BUILD ...] [--rtt MS [--rate MBIT] | --capped GBIT] [--plain] [--relay]
                         [--out DIR]
 
@@ -26,7 +26,7 @@ from lib import Bench, Loopback, Veth, Wan, contender, migrate_once  # noqa: E40
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--before", required=True)
+    ap.add_argument("--before", help="the build before the change; without it, one build (with --plain/--relay)")
     ap.add_argument("--after", required=True)
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--mem", type=int, default=1024)
@@ -41,7 +41,8 @@ def main():
                     help="plain QEMU TCP through bench/relay too (a copying relay without crypto), interleaved")
     ap.add_argument("--out")
     a = ap.parse_args()
-    builds = {"before": os.path.abspath(a.before), "after": os.path.abspath(a.after)}
+    builds = {"before": os.path.abspath(a.before)} if a.before else {}
+    builds["after"] = os.path.abspath(a.after)
     for extra in a.also:
         name, _, path = extra.partition("=")
         builds[name] = os.path.abspath(path)

@@ -2,12 +2,15 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <optional>
 #include <thread>
 
 #include "cli/host_secret.h"
+#include "cli/switchover.h"
 #include "common/json.h"
 #include "common/libvirt.h"
 #include "migration/session.h"
@@ -316,6 +319,11 @@ class LibvirtMigration {
     std::atomic<bool> done{false};
     virDomainPtr d = dom_.get();
     virConnectPtr dconn = dst_.get();
+    // Encrypted: QEMU's downtime limit is lowered while it copies by what the
+    // source daemon holds unacknowledged (cli/switchover.h).
+    unsigned long long asked_ms = 0;
+    if (encrypted_ && virDomainMigrateGetMaxDowntime(d, &asked_ms, 0) == 0) limit_.emplace(int(asked_ms));
+    virResetLastError();
     std::thread worker([&] {
       if (p2p()) {
         rc_ = virDomainMigrateToURI3(d, o_.desturi.c_str(), params.p, params.n, o_.flags);
@@ -338,6 +346,11 @@ class LibvirtMigration {
       else notice_postcopy();
     }
     worker.join();
+    if (limit_ && limit_->changed()) {  // given back (a failed migration leaves the VM here)
+      (void)virDomainMigrateSetMaxDowntime(d, (unsigned long long)limit_->asked(), 0);
+      virResetLastError();
+    }
+    if (limit_ && limit_->lowest() > 0) out_["downtime-limit-lowest-ms"] = limit_->lowest();
     if (o_.progress) std::fprintf(stderr, "\n");
     wall_ms_ = std::chrono::duration<double, std::milli>(Clock::now() - start).count();
   }
@@ -365,11 +378,17 @@ class LibvirtMigration {
           abort_job();
         } else if (a && s == &src_secret_) {
           note_outage(json_int(a.value(), "reconnecting"), json_int(a.value(), "resumes"));
+          in_flight_ = uint64_t(std::max<int64_t>(0, json_int(a.value(), "in-flight")));
         }
       }
     }
     JobNumbers now = job_stats(dom_.get(), 0);
     if (now.ok) last_ = now;
+    if (limit_ && now.ok && !postcopy_switched_)
+      if (int want = limit_->next(in_flight_, double(now.memory_bps)); want > 0) {
+        if (virDomainMigrateSetMaxDowntime(dom_.get(), (unsigned long long)want, 0) == 0) limit_->applied(want);
+        virResetLastError();
+      }
     // Postcopy: --postcopy-after-precopy asks as soon as the first pass runs
     // (QEMU then switches at its next iteration); either way, notice when the
     // source pauses for postcopy. libvirt 9.0 does not always report the
@@ -514,6 +533,8 @@ class LibvirtMigration {
   handoff::HostSecret src_secret_, dst_secret_;
   bool postcopy_switched_ = false;   // our virDomainMigrateStartPostCopy succeeded
   int64_t reconnecting_ = 0;         // streams the source daemon last said are reconnecting
+  uint64_t in_flight_ = 0;           // bytes the source daemon last said may not have reached the peer
+  std::optional<SwitchoverLimit> limit_;
   Clock::time_point paused_at_{};
   static constexpr const char* kUserfaultfdHelp =
       "postcopy needs userfaultfd: a QEMU that runs unprivileged (as libvirt-qemu) gets it only with "

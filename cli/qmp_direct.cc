@@ -11,6 +11,7 @@
 #include <optional>
 #include <thread>
 
+#include "cli/switchover.h"
 #include "common/json.h"
 #include "common/qmp.h"
 #include "crypto/encoding.h"
@@ -155,46 +156,37 @@ LinkView link_view(QmpClient* d, const std::string& id) {
   return v;
 }
 
-// QEMU counts as sent what it wrote to encmigd, and stops the guest once
-// what is left fits its downtime limit at its bandwidth estimate. What the
-// source daemon still holds unacknowledged (its window: more than a plain
-// socket's buffer on a long path) must also reach the destination while the
-// guest is stopped, so QEMU's limit is lowered by the time that takes at
-// QEMU's own estimate, to a quarter of the limit at most, and given back
-// when the migration ends. The guest then stops for about the limit asked
-// for, the relay included.
+// QEMU's downtime limit lowered by what the source daemon still holds
+// (cli/switchover.h), set with migrate-set-parameters and given back at the end.
 class SwitchoverBudget {
  public:
-  SwitchoverBudget(QmpClient& src, QmpClient* sd, std::string id) : src_(src), sd_(sd), id_(std::move(id)) {
-    if (!sd_) return;
-    auto p = src_.execute("query-migrate-parameters");
-    if (p) limit_ = set_ = int(json_int(p.value(), "downtime-limit"));
-  }
+  SwitchoverBudget(QmpClient& src, QmpClient* sd, std::string id)
+      : src_(src), sd_(sd), id_(std::move(id)), limit_(asked(src, sd)) {}
   ~SwitchoverBudget() {
-    if (limit_ > 0 && set_ != limit_) (void)src_.execute("migrate-set-parameters", {{"downtime-limit", limit_}});
+    if (limit_.changed()) (void)src_.execute("migrate-set-parameters", {{"downtime-limit", limit_.asked()}});
   }
   // With QEMU's latest query-migrate, while it copies (precopy).
   void update(const json& q) {
-    if (limit_ <= 0 || json_string(q, "status") != "active") return;
+    if (limit_.asked() <= 0 || json_string(q, "status") != "active") return;
     const double mbps = json_number(json_object(q, "ram"), "mbps");
     auto m = sd_->execute("query-migrations", {{"id", id_}});
     if (mbps <= 0 || !m || !m->is_array() || m->empty()) return;
-    double unacked = 0;
-    if (auto it = (*m)[0].find("streams"); it != (*m)[0].end() && it->is_array())
-      for (const auto& st : *it) unacked += json_number(st, "unacked");
-    const double in_flight_ms = unacked * 8 / (mbps * 1e6) * 1000;
-    const int want = std::max(limit_ / 4, limit_ - int(in_flight_ms));
-    lowest_ = std::min(lowest_ ? lowest_ : want, want);
-    if (std::abs(want - set_) < std::max(10, limit_ / 10)) return;
-    if (src_.execute("migrate-set-parameters", {{"downtime-limit", want}})) set_ = want;
+    const int64_t in_flight = std::max<int64_t>(0, json_int((*m)[0], "in-flight"));
+    if (int want = limit_.next(uint64_t(in_flight), mbps * 1e6 / 8); want > 0)
+      if (src_.execute("migrate-set-parameters", {{"downtime-limit", want}})) limit_.applied(want);
   }
-  int lowest() const { return lowest_; }
+  int lowest() const { return limit_.lowest(); }
 
  private:
+  static int asked(QmpClient& src, QmpClient* sd) {
+    if (!sd) return 0;
+    auto p = src.execute("query-migrate-parameters");
+    return p ? int(json_int(p.value(), "downtime-limit")) : 0;
+  }
   QmpClient& src_;
   QmpClient* sd_;
   const std::string id_;
-  int limit_ = 0, set_ = 0, lowest_ = 0;
+  SwitchoverLimit limit_;
 };
 
 json wait_for_migration(QmpClient& src, const DirectOptions& o, const std::atomic<bool>& interrupted, QmpClient* sd,

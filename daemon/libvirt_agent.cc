@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -283,15 +284,21 @@ void LibvirtAgent::refresh(virConnectPtr c, Entry& e) {
   MigrationState st = e.mig->state();
   std::string name = state_name(st);
   std::string said = json_string(e.reply, "state");
-  // An outage (protocol 2) is news too: encmig shows the pause and the resume.
+  // An outage is news too: encmig shows the pause and the resume. So is a
+  // real change in what may not have reached the peer yet (encmig lowers
+  // QEMU's downtime limit by it); a small one is not worth a new answer.
   const auto links = e.mig->link_totals();
+  const int64_t said_in_flight = json_int(e.reply, "in-flight");
+  const int64_t in_flight_step = std::max<int64_t>(int64_t(1) << 20, said_in_flight / 8);
   const bool link_news = !terminal(st) && (int64_t(links.reconnecting) != json_int(e.reply, "reconnecting") ||
-                                           int64_t(links.resumes) != json_int(e.reply, "resumes"));
+                                           int64_t(links.resumes) != json_int(e.reply, "resumes") ||
+                                           std::llabs(int64_t(links.in_flight) - said_in_flight) >= in_flight_step);
   if (!link_news && (said == name || (st == MigrationState::kArmed && said == "ready"))) return;
   json r{{"state", st == MigrationState::kArmed && said == "ready" ? "ready" : name}};
   if (!terminal(st)) {
     r["reconnecting"] = links.reconnecting;
     r["resumes"] = links.resumes;
+    r["in-flight"] = links.in_flight;
   }
   if (terminal(st)) {
     json s = json::parse(e.mig->status_json(), nullptr, false);

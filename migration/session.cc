@@ -222,6 +222,7 @@ Migration::LinkTotals Migration::link_totals() const {
     auto c = s->link->counters();
     t.reconnecting += c.reconnecting ? 1 : 0;
     t.resumes += c.resumes;
+    t.in_flight += c.in_flight;
   }
   return t;
 }
@@ -331,7 +332,7 @@ std::string Migration::status_json() const {
   std::lock_guard<std::mutex> g(mu_);
   double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - armed_).count();
   json streams = json::array();
-  uint64_t total_out = 0, total_in = 0, resumes = 0, resent = 0, reconnecting = 0;
+  uint64_t total_out = 0, total_in = 0, resumes = 0, resent = 0, reconnecting = 0, in_flight = 0;
   for (auto& s : streams_) {
     double ss = std::chrono::duration<double>(std::chrono::steady_clock::now() - s->started).count();
     uint64_t o = s->bytes_out, i = s->bytes_in;
@@ -353,6 +354,8 @@ std::string Migration::status_json() const {
       st["resent-bytes"] = c.resent_bytes;
       st["window"] = c.window;
       st["unacked"] = c.unacked;
+      st["in-flight"] = c.in_flight;
+      in_flight += c.in_flight;
       resumes += c.resumes;
       resent += c.resent_bytes;
       reconnecting += c.reconnecting ? 1 : 0;
@@ -369,6 +372,7 @@ std::string Migration::status_json() const {
          {"resumes", resumes},
          {"resent-bytes", resent},
          {"reconnecting", reconnecting},
+         {"in-flight", in_flight},
          {"streams", streams}};
   if (ending_ && !terminal(state_)) j["ending"] = true;
   if (!error_.empty()) j["error"] = error_;

@@ -130,9 +130,10 @@ class Migration {
   // any stream once the migration ended. The first stream makes it kActive.
   Result<std::shared_ptr<Stream>> add_stream(wire::Kind kind, uint32_t index, const MigrationTimeouts& t);
   uint32_t next_source_index(wire::Kind kind);
-  // Streams now reconnecting, and resumes so far, over all streams.
+  // Streams now reconnecting, resumes so far, and bytes that may not have
+  // reached the peer yet (StreamLink::Counters::in_flight), over all streams.
   struct LinkTotals {
-    uint64_t reconnecting = 0, resumes = 0;
+    uint64_t reconnecting = 0, resumes = 0, in_flight = 0;
   };
   LinkTotals link_totals() const;
 

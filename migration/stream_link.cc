@@ -164,6 +164,7 @@ StreamLink::Counters StreamLink::counters() const {
   Counters c = counters_;
   c.window = window_locked();
   c.unacked = sent_ - std::min(acked_, sent_);
+  c.in_flight = c.unacked - std::min<uint64_t>(c.unacked, kAckEvery);
   c.reconnecting = phase_ == Phase::kRecovering;
   return c;
 }

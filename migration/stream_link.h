@@ -159,6 +159,9 @@ class StreamLink {
 
   struct Counters {
     uint64_t resumes = 0, resent_bytes = 0, window = 0, unacked = 0, refused_resumes = 0;
+    // Unacknowledged beyond one ACK step: what may not have reached the
+    // peer yet (the peer acknowledges only every step, section 15.2).
+    uint64_t in_flight = 0;
     bool reconnecting = false;
   };
   Counters counters() const;

@@ -319,7 +319,10 @@ def place_and_cleanup():
         r = a.sh([ENCMIG, "place", "q"] + cands, check=False)
         assert r.returncode == 0 and f"chosen: {b.uri()}" in r.stdout, r.stdout
         assert_no_secrets(hosts)
-        # Interrupt a slow migration: it aborts, the VM stays, no secret is left.
+        # Interrupt a slow migration: it aborts, the VM stays, no secret is
+        # left, and the operator's downtime limit is the one in force
+        # (encmig may lower it while QEMU copies, and gives it back).
+        a.virsh("migrate-setmaxdowntime", "q", "500")
         p = subprocess.Popen(["nsenter", "-t", str(a.holder.pid), "-m", "-n", "-u", "--", ENCMIG, "migrate", "--live",
                               "--p2p", "--json", "--bandwidth", "1", "q", b.uri()],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -331,6 +334,8 @@ def place_and_cleanup():
         res = json.loads(out)
         assert p.returncode == 1 and "interrupted" in res["error"], res
         assert running_on(a, "q") and not running_on(b, "q")
+        limit = a.virsh("migrate-getmaxdowntime", "q").stdout.strip()
+        assert limit == "500", limit
         assert_no_secrets(hosts)
         for h in hosts.all:  # both daemons forgot the migration
             # Exactly one outcome line per host (the abort fails the streams,
