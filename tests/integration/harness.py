@@ -17,9 +17,9 @@ MIB = 1 << 20
 WORKSET = (16 * MIB, 32 * MIB)  # what the guest dirties (tests/guest/dirty.S)
 
 
-def qemu_argv(mem_mib, mem, qmps, serial, incoming):
+def qemu_argv(mem_mib, mem, qmps, serial, incoming, machine="pc"):
     """The test guest under TCG, RAM file-backed on a huge-page tmpfs (align=2M)."""
-    argv = ["qemu-system-x86_64", "-machine", "pc,accel=tcg,memory-backend=mem", "-m", f"{mem_mib}M",
+    argv = ["qemu-system-x86_64", "-machine", f"{machine},accel=tcg,memory-backend=mem", "-m", f"{mem_mib}M",
             "-object", f"memory-backend-file,id=mem,size={mem_mib}M,mem-path={mem},share=on,align=2M",
             "-nodefaults", "-display", "none", "-kernel", GUEST, "-serial", f"file:{serial}"]
     for q in qmps:
@@ -88,12 +88,13 @@ class Env:
         self.procs.append(p)
         return p
 
-    def daemon(self, name, extra=(), prefix=(), listen="127.0.0.1:0"):
-        """prefix: e.g. ["ip", "netns", "exec", NS] to run it on another "host"."""
+    def daemon(self, name, extra=(), prefix=(), listen="127.0.0.1:0", encmigd=None):
+        """prefix: e.g. ["ip", "netns", "exec", NS] to run it on another "host";
+        encmigd: another build's daemon (a host of another release)."""
         ctl = self.path(name + ".sock")
         # Confined exactly as the shipped unit confines it.
         from unit_confinement import unit_prefix
-        p = self.spawn(list(prefix) + unit_prefix(UNIT) + [ENCMIGD, "--control", ctl, "--listen", listen, "--libvirt",
+        p = self.spawn(list(prefix) + unit_prefix(UNIT) + [encmigd or ENCMIGD, "--control", ctl, "--listen", listen, "--libvirt",
                                                            "none", "--run-dir", self.dir] + list(extra),
                        self.path(name + ".log"))
         q = Qmp(ctl)
@@ -101,10 +102,13 @@ class Env:
         q.close()
         return {"name": name, "proc": p, "ctl": ctl, "port": port, "log": self.path(name + ".log")}
 
-    def qemu(self, name, incoming=False, fill=True, marker=None, marker_offset=100 * MIB, start=True, observer=False):
+    def qemu(self, name, incoming=False, fill=True, marker=None, marker_offset=100 * MIB, start=True, observer=False,
+             prefix=(), machine="pc"):
         """start=False: a source QEMU that never ran (-S, runstate prelaunch).
         observer=True: a second monitor (vm["obs"], a path) for the test,
-        while encmig holds the first."""
+        while encmig holds the first. prefix: runs it on another host (a
+        Debian 13 root, say); machine: a versioned machine type both QEMUs
+        of a cross-release migration know."""
         mem = os.path.join(self.memdir, name + ".mem")
         if fill:
             # Random RAM, so QEMU cannot skip zero pages.
@@ -121,9 +125,9 @@ class Env:
         qmp = self.path(name + ".qmp")
         serial = self.path(name + ".serial")
         obs = self.path(name + ".obs.qmp")
-        argv = qemu_argv(self.mem_mib, mem, [qmp] + ([obs] if observer else []), serial, incoming) + \
+        argv = qemu_argv(self.mem_mib, mem, [qmp] + ([obs] if observer else []), serial, incoming, machine) + \
             ([] if start or incoming else ["-S"])
-        p = self.spawn(argv, self.path(name + ".qemu.log"))
+        p = self.spawn(list(prefix) + argv, self.path(name + ".qemu.log"))
         vm = {"name": name, "proc": p, "qmp": qmp, "mem": mem, "serial": serial, "obs": obs if observer else None}
         if not incoming and start:
             wait_for(lambda: last_ops(serial) > 0, 30, f"{name} guest never ran")

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# encmig on a Debian 13 host: builds this tree inside a Debian 13 root (its
+# compilers and libraries; scripts/debian13-root.sh makes the root once and
+# keeps it), then runs the unit tests and QMP-direct migrations between two
+# namespaced hosts with Debian 13's own QEMU 10.0. The last line is
+# "N passed, N failed, N skipped".
+#
+#   scripts/test-debian13.sh              the whole build, the unit tests and the matrix below
+#   scripts/test-debian13.sh TEST ...     only what those migration tests need, and those
+set -euo pipefail
+src=$(cd "$(dirname "$0")/.." && pwd)
+tests=("$@")
+if [ ${#tests[@]} -gt 0 ]; then
+  targets=(tools/encmigd tools/encmig tests/dirty.elf)
+  unit=0
+else
+  targets=()
+  unit=1
+  tests=(single-stream multifd-4 wire-encrypted-hides-marker tamper-flip postcopy kill-destination-daemon
+         attack-resume-race-multifd libvirt-live-single libvirt-live-parallel-4 libvirt-storage libvirt-policy-matrix
+         libvirt-tamper)
+fi
+out=$(bash "$src/scripts/debian13-build.sh" "${targets[@]}") || { echo "0 passed, 1 failed, 0 skipped"; exit 1; }
+root=$(echo "$out" | sed -n 1p)
+exec bash "$src/scripts/debian13-enter.sh" "$root" --bind "$src:/src" -- bash -c '
+  set -uo pipefail
+  . /etc/os-release
+  echo "Debian $VERSION_ID ($VERSION_CODENAME): $(qemu-system-x86_64 --version | head -n 1), $(g++ --version | head -n 1)"
+  b=/var/tmp/encmig-build  # scripts/debian13-build.sh built it
+  export ENCMIG_BUILD=$b
+  unit=$1; shift
+  { [ "$unit" = 0 ] || meson test -C "$b" --no-rebuild --suite unit --print-errorlogs
+    meson test -C "$b" --no-rebuild --print-errorlogs --num-processes 1 "$@"; } 2>&1 | tee /tmp/results
+  # Each test once (meson repeats the failures in its summary).
+  grep -E "^ *[0-9]+/[0-9]+ " /tmp/results | sort -u > /tmp/lines
+  pass=$(grep -cE " OK " /tmp/lines)
+  fail=$(grep -cE " (FAIL|TIMEOUT|ERROR) " /tmp/lines)
+  skip=$(grep -cE " SKIP " /tmp/lines)
+  echo "$pass passed, $fail failed, $skip skipped"
+  [ "$fail" = 0 ] && [ "$pass" -gt 0 ]
+' debian13 "$unit" "${tests[@]}"
