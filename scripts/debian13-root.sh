@@ -14,7 +14,7 @@ pkgs=(
   qemu-system-x86 qemu-utils libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients
   iproute2 nftables procps util-linux kmod python3 python3-cryptography cpio binutils gnutls-bin
   build-essential g++ meson ninja-build pkgconf libgnutls28-dev libgcrypt20-dev libssl-dev libvirt-dev
-  nlohmann-json3-dev libgtest-dev
+  nlohmann-json3-dev libgtest-dev debhelper dpkg-dev lintian
 )
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "${pkgs[*]}" ]; then echo "$root"; exit 0; fi
 [ "$(id -u)" = 0 ] || { echo "debian13-root: needs root" >&2; exit 1; }

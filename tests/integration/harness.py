@@ -11,7 +11,9 @@ BUILD = os.environ.get("ENCMIG_BUILD", os.path.join(os.path.dirname(__file__), "
 PREFIX = os.environ.get("ENCMIG_PREFIX")
 ENCMIGD = os.path.join(PREFIX, "usr/sbin/encmigd") if PREFIX else os.path.join(BUILD, "tools", "encmigd")
 ENCMIG = os.path.join(PREFIX, "usr/bin/encmig") if PREFIX else os.path.join(BUILD, "tools", "encmig")
-UNIT = os.path.join(PREFIX, "lib/systemd/system/encmigd.service") if PREFIX else None
+# The installed unit: /lib on Debian 12, /usr/lib from Debian 13 (merged /usr).
+UNIT = next((u for u in (os.path.join(PREFIX, d, "systemd/system/encmigd.service") for d in ("lib", "usr/lib"))
+             if os.path.exists(u)), None) if PREFIX else None
 GUEST = os.path.join(BUILD, "tests", "dirty.elf")
 MIB = 1 << 20
 WORKSET = (16 * MIB, 32 * MIB)  # what the guest dirties (tests/guest/dirty.S)

@@ -22,15 +22,19 @@ lintian --fail-on warning "$work"/encmig_*_amd64.changes >/dev/null 2>&1 || { ec
 
 root=$work/root
 dpkg -x "$deb" "$root"
-for f in usr/sbin/encmigd usr/bin/encmig lib/systemd/system/encmigd.service etc/default/encmigd \
+for f in usr/sbin/encmigd usr/bin/encmig etc/default/encmigd \
          usr/share/man/man1/encmig.1.gz usr/share/man/man8/encmigd.8.gz usr/share/encmig/apparmor/encmig-qemu \
          usr/share/doc/encmig/protocol.md.gz usr/share/doc/encmig/libvirt.md.gz usr/share/doc/encmig/copyright; do
   [ -e "$root/$f" ] || { echo "missing from the package: /$f"; exit 1; }
 done
+# The unit: /lib/systemd/system on Debian 12, /usr/lib/systemd/system from Debian 13 (merged /usr).
+unit=$root/lib/systemd/system/encmigd.service
+[ -e "$unit" ] || unit=$root/usr/lib/systemd/system/encmigd.service
+[ -e "$unit" ] || { echo "missing from the package: the systemd unit encmigd.service"; exit 1; }
 dpkg-deb -e "$deb" "$work/control"
 grep -q "daemon-reload" "$work/control/postinst" || { echo "postinst does not reload systemd"; exit 1; }
 grep -q "^/etc/default/encmigd$" "$work/control/conffiles" || { echo "/etc/default/encmigd is not a conffile"; exit 1; }
-grep -q "CAP_NET_ADMIN" "$root/lib/systemd/system/encmigd.service"
+grep -q "CAP_NET_ADMIN" "$unit"
 "$root/usr/sbin/encmigd" --help >/dev/null
 "$root/usr/bin/encmig" --help >/dev/null
 
