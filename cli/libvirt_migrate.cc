@@ -319,8 +319,8 @@ class LibvirtMigration {
     std::atomic<bool> done{false};
     virDomainPtr d = dom_.get();
     virConnectPtr dconn = dst_.get();
-    // Encrypted: QEMU's downtime limit is lowered while it copies by what the
-    // source daemon holds unacknowledged (cli/switchover.h).
+    // Encrypted: QEMU's downtime limit is lowered while it copies by the
+    // source daemon's in-flight bytes (cli/switchover.h).
     unsigned long long asked_ms = 0;
     if (encrypted_ && virDomainMigrateGetMaxDowntime(d, &asked_ms, 0) == 0) limit_.emplace(int(asked_ms));
     virResetLastError();

@@ -156,7 +156,7 @@ LinkView link_view(QmpClient* d, const std::string& id) {
   return v;
 }
 
-// QEMU's downtime limit lowered by what the source daemon still holds
+// QEMU's downtime limit lowered by the source daemon's in-flight bytes
 // (cli/switchover.h), set with migrate-set-parameters and given back at the end.
 class SwitchoverBudget {
  public:

@@ -4,9 +4,11 @@
 // what is left fits its downtime limit at its bandwidth estimate. What the
 // source daemon sent that may not have reached the destination yet (its
 // `in-flight`: up to its window, more than a plain socket's buffer on a long
-// path) must also get there while the guest is stopped. So the limit QEMU works with is lowered by the time those
-// bytes take at QEMU's own estimate, to a quarter of the limit asked for at
-// most, and given back when the migration ends. The guest then stops for
+// path) must also get there while the guest is stopped. So the limit QEMU
+// works with is lowered by the time those bytes take at QEMU's own estimate,
+// to a quarter of the limit asked for at most, and given back when the
+// migration ends (not if encmig itself is killed: the lowered limit then
+// stays on the source QEMU until its next migration). The guest then stops for
 // about the limit asked for, the relay included. Used by both modes: QMP
 // (migrate-set-parameters downtime-limit) and libvirt
 // (virDomainMigrateSetMaxDowntime).

@@ -23,14 +23,19 @@ command -v debootstrap >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get inst
 mirror=$(sed -n 's/^URIs: *\(http[^ ]*\/debian\)$/\1/p' /etc/apt/sources.list.d/*.sources 2>/dev/null | head -n 1)
 [ -n "$mirror" ] || mirror=$(sed -n 's/^deb \(http[^ ]*\/debian\) .*/\1/p' /etc/apt/sources.list 2>/dev/null | head -n 1)
 mirror=${mirror:-http://deb.debian.org/debian}
-rm -rf "$root"
+case "$root" in /|/usr|/var|/var/cache|"") echo "debian13-root: refusing to remake '$root'" >&2; exit 1 ;; esac
+# An earlier run that was killed may have left the machine's /proc, /sys and
+# /dev mounted inside: unmount them first, and never cross into another file
+# system while removing (that would delete the machine's device nodes).
+for m in dev sys proc; do umount -R "$root/$m" 2>/dev/null || true; done
+rm -rf --one-file-system "$root"
 mkdir -p "$root"
 echo "debian13-root: debootstrap trixie from $mirror into $root" >&2
 debootstrap --variant=minbase trixie "$root" "$mirror" >&2
 printf '#!/bin/sh\nexit 101\n' > "$root/usr/sbin/policy-rc.d"
 chmod +x "$root/usr/sbin/policy-rc.d"
-for m in proc sys dev; do mount --rbind "/$m" "$root/$m"; mount --make-rslave "$root/$m"; done
 trap 'for m in dev sys proc; do umount -R "$root/$m" 2>/dev/null || true; done' EXIT
+for m in proc sys dev; do mount --rbind "/$m" "$root/$m"; mount --make-rslave "$root/$m"; done
 chroot "$root" env DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2
 chroot "$root" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >&2
 echo "${pkgs[*]}" > "$stamp"

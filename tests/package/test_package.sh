@@ -10,15 +10,8 @@ build=${ENCMIG_BUILD:-$top/build}
 work=$(mktemp -d /tmp/encmig-package-XXXXXX)
 trap 'rm -rf "$work"' EXIT
 
-mkdir -p "$work/encmig-0.1.0"
-tar -C "$top" --exclude='./build*' --exclude=./.git --exclude='./obj-*' --exclude=./debian/.debhelper -cf - . |
-  tar -x -C "$work/encmig-0.1.0"
-echo "package: dpkg-buildpackage -us -uc -b"
-(cd "$work/encmig-0.1.0" && dpkg-buildpackage -us -uc -b >"$work/build.log" 2>&1) || { tail -40 "$work/build.log"; exit 1; }
+bash "$top/tests/package/build_deb.sh" "$top" "$work"
 deb=$(ls "$work"/encmig_*_amd64.deb)
-echo "package: lintian --fail-on warning"
-lintian --fail-on warning "$work"/encmig_*_amd64.changes 2>&1 | grep -v "running with root privileges" || true
-lintian --fail-on warning "$work"/encmig_*_amd64.changes >/dev/null 2>&1 || { echo "lintian found warnings or errors"; exit 1; }
 
 root=$work/root
 dpkg -x "$deb" "$root"

@@ -9,15 +9,9 @@ root=$(bash "$top/scripts/debian13-root.sh" | tail -n 1)
 exec bash "$top/scripts/debian13-enter.sh" "$root" --bind "$top:/src" -- bash -c '
   set -euo pipefail
   w=/tmp/package
-  mkdir -p $w/encmig-0.1.0
-  tar -C /src --exclude="./build*" --exclude=./.git --exclude="./obj-*" --exclude=./debian/.debhelper -cf - . |
-    tar -x -C $w/encmig-0.1.0
   . /etc/os-release
-  echo "package on Debian $VERSION_ID: dpkg-buildpackage -us -uc -b"
-  (cd $w/encmig-0.1.0 && dpkg-buildpackage -us -uc -b >$w/build.log 2>&1) || { tail -40 $w/build.log; exit 1; }
-  echo "package: $(lintian --version) --fail-on warning"
-  lintian --fail-on warning $w/encmig_*_amd64.changes 2>&1 | grep -v "running with root privileges" || true
-  lintian --fail-on warning $w/encmig_*_amd64.changes >/dev/null 2>&1 || { echo "lintian found warnings or errors"; exit 1; }
+  echo "package on Debian $VERSION_ID"
+  bash /src/tests/package/build_deb.sh /src $w
   dpkg -c $w/encmig_*_amd64.deb >$w/files
   grep -q " ./usr/lib/systemd/system/encmigd.service$" $w/files ||
     { echo "the unit is not under /usr/lib/systemd/system"; cat $w/files; exit 1; }
