@@ -205,7 +205,13 @@ class LibvirtMigration {
     // is --dname when given), to tell that domain's QEMU from any other.
     const char* name = virDomainGetName(dom_.get());
     std::string src_name = name ? name : o_.domain;
-    json common{{"encmig", handoff::kFormat}, {"streams", 1 + channels()}, {"nbd", storage()}};
+    // With postcopy, libvirt (8.5 and later) turns QEMU's postcopy-preempt
+    // on by itself whenever both QEMUs have it (QEMU 8.0 and later): one
+    // more connection, opened only if postcopy starts. Arm for it always;
+    // a preempt stream that never opens costs nothing.
+    const bool preempt = (o_.flags & VIR_MIGRATE_POSTCOPY) != 0;
+    json common{{"encmig", handoff::kFormat}, {"streams", 1 + channels() + (preempt ? 1 : 0)}, {"nbd", storage()}};
+    if (preempt) common["postcopy-preempt"] = true;
     json dreq = common, sreq = common;
     dreq["role"] = "destination";
     dreq["domain"] = o_.dname.empty() ? src_name : o_.dname;

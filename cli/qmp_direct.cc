@@ -37,6 +37,22 @@ Status set_multifd(QmpClient& q, int channels) {
   return {};
 }
 
+// QEMU's name for the postcopy preempt channel: "postcopy-preempt" since
+// QEMU 8.0, "x-postcopy-preempt" (experimental) in 7.x.
+Result<std::string> preempt_capability(QmpClient& q) {
+  auto caps = q.execute("query-migrate-capabilities");
+  if (!caps) return caps.error();
+  std::string found;
+  if (caps->is_array())
+    for (auto& c : *caps) {
+      auto n = json_string(c, "capability");
+      if (n == "postcopy-preempt") return n;
+      if (n == "x-postcopy-preempt") found = n;
+    }
+  if (!found.empty()) return found;
+  return make_error(ErrorCode::kInvalidArgument, "this QEMU has no postcopy-preempt capability");
+}
+
 std::string human_bytes(double b) {
   const char* u[] = {"B", "KiB", "MiB", "GiB", "TiB"};
   int i = 0;
@@ -400,6 +416,14 @@ class DirectMigration {
       if (o_.postcopy_bandwidth_mib > 0)
         (void)src_.execute("migrate-set-parameters", {{"max-postcopy-bandwidth", uint64_t(o_.postcopy_bandwidth_mib) << 20}});
     }
+    if (o_.postcopy_preempt)
+      for (auto [q, side] : {std::pair{&dst_, "destination"}, std::pair{&src_, "source"}}) {
+        auto name = preempt_capability(*q);
+        if (!name) return make_error(name.error().code, std::string(side) + ": " + name.error().message());
+        json caps{{"capabilities", json::array({{{"capability", *name}, {"state", true}}})}};
+        if (auto r = q->execute("migrate-set-capabilities", caps); !r)
+          return make_error(r.error().code, std::string(side) + ": " + *name + ": " + r.error().message());
+      }
     return {};
   }
 
@@ -431,7 +455,10 @@ class DirectMigration {
     if (dst_addr.empty()) dst_addr = HostPort{"127.0.0.1", uint16_t(json_int(dst_caps_, "data-port", wire::kDefaultPort))}.str();
     std::string nonce = hex_encode(secrets->nonce);
     std::string key = base64_encode(secrets->key.data(), secrets->key.size());
-    int streams = 1 + o_.multifd;
+    // QEMU's postcopy preempt channel is one more connection to the
+    // migration socket, after the main one (and only when postcopy starts,
+    // since QEMU 8.0): the last stream, named for what it is.
+    int streams = 1 + o_.multifd + (o_.postcopy_preempt ? 1 : 0);
 
     auto inc = dst_.execute("migrate-incoming", {{"uri", "unix:" + dst_sock}});
     if (!inc) {
@@ -441,8 +468,10 @@ class DirectMigration {
     // Each daemon learns which QEMU may use its sockets: the pid at the other
     // end of that QEMU's monitor socket.
     json dargs{{"id", id_}, {"role", "destination"}, {"key", key}, {"nonce", nonce}, {"qemu-path", dst_sock}, {"streams", streams}};
+    if (o_.postcopy_preempt) dargs["postcopy-preempt"] = true;
     json sargs{{"id", id_}, {"role", "source"}, {"key", key}, {"nonce", nonce}, {"peer", dst_addr}, {"listen-path", src_sock},
                {"streams", streams}, {"peer-protocol", dst_protocol_}};
+    if (o_.postcopy_preempt) sargs["postcopy-preempt"] = true;
     if (pid_t p = dst_.peer_pid(); p > 0) dargs["qemu-pid"] = p;
     if (pid_t p = src_.peer_pid(); p > 0) sargs["qemu-pid"] = p;
     auto ad = dd_->execute("migration-arm", dargs);

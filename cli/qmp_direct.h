@@ -25,6 +25,7 @@ struct DirectOptions {
   bool postcopy = false;                 // enable postcopy-ram on both QEMUs
   bool postcopy_after_precopy = false;   // switch after the first precopy pass
   int postcopy_bandwidth_mib = 0;        // max-postcopy-bandwidth
+  bool postcopy_preempt = false;         // with postcopy: QEMU's preempt channel (one more stream)
   bool json = false;
   bool progress = true;
 };

@@ -19,7 +19,9 @@ const ArmArgument kArmArguments[] = {
     {"nonce", "string: 16 lower-case hex digits", "both", true, false, true,
      "the migration nonce, salt for the key derivation (libvirt: the secret's value)"},
     {"streams", "integer: 1 to 256", "both", true, true, false,
-     "migration streams: 1 + multifd channels; when all have closed, the migration is complete"},
+     "migration streams: 1 + multifd channels (+ 1 with postcopy-preempt); when all have closed, the migration is complete"},
+    {"postcopy-preempt", "boolean", "both", true, true, false,
+     "the last of the streams is QEMU's postcopy preempt channel: it opens only if postcopy starts"},
     {"peer", "string: HOST:PORT", "source", true, true, true, "the destination daemon's data port"},
     {"peer-protocol", "integer: 1 or more", "source", true, true, false,
      "the newest record protocol version the destination daemon speaks, from its own authenticated answer; "
@@ -121,6 +123,12 @@ Result<MigrationConfig> parse_arm_request(const json& args, ArmChannel channel, 
     int64_t n = it->get<int64_t>();
     if (n < 1 || n > 256) return bad("streams", "must be between 1 and 256");
     cfg.expected_streams = int(n);
+  }
+  if (auto it = args.find("postcopy-preempt"); it != args.end()) {
+    if (!it->is_boolean()) return bad("postcopy-preempt", "must be a boolean");
+    cfg.postcopy_preempt = it->get<bool>();
+    if (cfg.postcopy_preempt && cfg.expected_streams < 2)
+      return bad("postcopy-preempt", "needs streams of at least 2 (the main stream and the preempt channel)");
   }
   bool nbd = false;
   if (auto it = args.find("nbd"); it != args.end()) {

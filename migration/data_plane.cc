@@ -421,7 +421,7 @@ Result<std::unique_ptr<EncryptedChannel>> DataPlane::connect_stream(const std::s
   if (!tcp) return tcp.error();
   auto secrets = mig->secrets();
   if (!secrets) return secrets.error();
-  return client_handshake(std::move(tcp.value()), std::move(secrets.value()), kind, index, stream_name(kind, index),
+  return client_handshake(std::move(tcp.value()), std::move(secrets.value()), kind, index, mig->name_of(kind, index),
                           deadline, flags);
 }
 
@@ -448,7 +448,7 @@ void DataPlane::accept_local_loop(std::shared_ptr<Migration> mig, int listen_fd,
     uint32_t index = mig->next_source_index(kind);
     auto s = mig->add_stream(kind, index, o_.timeouts);
     if (!s) {
-      if (!terminal(mig->state())) mig->fail(s.error().code, stream_name(kind, index), s.error().message());
+      if (!terminal(mig->state())) mig->fail(s.error().code, mig->name_of(kind, index), s.error().message());
       continue;
     }
     s.value()->qemu = ProcessWatch::of(qemu);

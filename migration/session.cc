@@ -56,6 +56,13 @@ std::string stream_name(wire::Kind kind, uint32_t index) {
   return "stream-" + std::to_string(index);
 }
 
+std::string Migration::name_of(wire::Kind kind, uint32_t index) const {
+  if (kind == wire::Kind::kMigration && cfg_.postcopy_preempt && cfg_.expected_streams > 1 &&
+      index == uint32_t(cfg_.expected_streams - 1))
+    return "postcopy-preempt";
+  return stream_name(kind, index);
+}
+
 void Stream::shutdown_all() {
   if (link) link->abort();
   if (local.valid()) ::shutdown(local.get(), SHUT_RDWR);
@@ -101,7 +108,7 @@ Result<std::shared_ptr<Stream>> Migration::add_stream(wire::Kind kind, uint32_t 
   std::lock_guard<std::mutex> g(mu_);
   if (terminal(state_) || ending_)
     return make_error(ErrorCode::kCancelled, std::string("migration is ") + (ending_ ? "ending" : state_name(state_)));
-  const std::string name = stream_name(kind, index);
+  const std::string name = name_of(kind, index);
   for (auto& s : streams_)
     if (s->kind == kind && s->index == index) return make_error(ErrorCode::kDuplicateStream, name);
   if (kind == wire::Kind::kMigration && cfg_.expected_streams > 0 && index >= uint32_t(cfg_.expected_streams))
@@ -135,9 +142,9 @@ Status Migration::wait_turn(wire::Kind kind, uint32_t index, std::chrono::millis
   bool ok = turn_cv_.wait_for(lk, timeout, [&] { return next_turn_[kind] == index || terminal(state_); });
   if (terminal(state_)) return make_error(ErrorCode::kCancelled, std::string("migration is ") + state_name(state_));
   if (!ok)
-    return make_error(ErrorCode::kNotReady, "stream " + stream_name(kind, index) + " waited " +
+    return make_error(ErrorCode::kNotReady, "stream " + name_of(kind, index) + " waited " +
                                                 std::to_string(timeout.count()) + " ms for stream " +
-                                                stream_name(kind, next_turn_[kind]));
+                                                name_of(kind, next_turn_[kind]));
   return {};
 }
 
@@ -188,7 +195,10 @@ void Migration::stream_closed(const std::shared_ptr<Stream>& s) {
     events_("ENCMIG_STREAM_STATE", json{{"id", id_hex_}, {"stream", s->name}, {"state", "closed"}}.dump());
   if (state_ != MigrationState::kActive) return;
   if (s->kind == wire::Kind::kMigration) closed_migration_streams_++;
-  const bool all_expected = cfg_.expected_streams > 0 && closed_migration_streams_ >= cfg_.expected_streams;
+  // The preempt channel may never open (no switch to postcopy): the streams
+  // that must have closed are the others; one that did open must close too.
+  const int required = cfg_.expected_streams - (cfg_.postcopy_preempt ? 1 : 0);
+  const bool all_expected = required > 0 && closed_migration_streams_ >= required;
   if ((all_expected || ending_) && open_streams_locked() == 0)
     finish_locked(MigrationState::kCompleted, std::to_string(streams_.size()) + " streams, " + std::to_string(bytes_locked()) +
                                                   " bytes, every stream ended with an authenticated FIN");

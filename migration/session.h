@@ -49,7 +49,11 @@ struct MigrationConfig {
   // Destination: QEMU's incoming and NBD sockets.
   std::string qemu_path;
   std::string qemu_nbd_path;
-  int expected_streams = 0;  // migration-kind streams (1 + multifd channels); 0 = not said
+  int expected_streams = 0;  // migration-kind streams (1 + multifd channels [+ 1 preempt]); 0 = not said
+  // QEMU's postcopy preempt channel is the last of the expected streams: a
+  // connection QEMU opens (since 8.0) only when postcopy starts, so it may
+  // never open; it is named "postcopy-preempt".
+  bool postcopy_preempt = false;
   LocalPeerPolicy local_peer;  // who may use the QEMU-side sockets
   int socket_gid = -1;         // source: group of the sockets QEMU connects to (-1: root's)
 };
@@ -115,6 +119,10 @@ class Migration {
   const MigrationConfig& config() const { return cfg_; }
   const std::string& id() const { return id_hex_; }
   MigrationState state() const;
+
+  // The stream's name in this migration: stream_name(), except for the
+  // postcopy preempt channel.
+  std::string name_of(wire::Kind kind, uint32_t index) const;
 
   // A copy of the secrets for one handshake; fails once the migration ended
   // (or the controller ended it).

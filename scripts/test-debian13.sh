@@ -16,9 +16,9 @@ if [ ${#tests[@]} -gt 0 ]; then
 else
   targets=()
   unit=1
-  tests=(single-stream multifd-4 wire-encrypted-hides-marker tamper-flip postcopy kill-destination-daemon
+  tests=(single-stream multifd-4 wire-encrypted-hides-marker tamper-flip postcopy postcopy-preempt kill-destination-daemon
          attack-resume-race-multifd libvirt-live-single libvirt-live-parallel-4 libvirt-storage libvirt-policy-matrix
-         libvirt-tamper)
+         libvirt-tamper libvirt-postcopy-preempt)
 fi
 out=$(bash "$src/scripts/debian13-build.sh" "${targets[@]}") || { echo "0 passed, 1 failed, 0 skipped"; exit 1; }
 root=$(echo "$out" | sed -n 1p)

@@ -48,6 +48,21 @@ TEST(ArmRequest, GoodSourceAndDestination) {
   ASSERT_TRUE(dcfg.ok()) << dcfg.error().message();
   EXPECT_EQ(dcfg->qemu_path, "/run/encmig/q.sock");
   EXPECT_EQ(dcfg->expected_streams, 0);
+  EXPECT_FALSE(dcfg->postcopy_preempt);
+}
+
+TEST(ArmRequest, PostcopyPreemptIsTheLastStream) {
+  json a = source_args();
+  a["streams"] = 2;
+  a["postcopy-preempt"] = true;
+  auto cfg = parse_arm_request(a, ArmChannel::kQmp, "/run/encmig");
+  ASSERT_TRUE(cfg.ok()) << cfg.error().message();
+  EXPECT_TRUE(cfg->postcopy_preempt);
+  // The preempt channel comes with a main stream: one stream cannot be both.
+  a["streams"] = 1;
+  EXPECT_NE(refusal(a).find("'postcopy-preempt'"), std::string::npos) << refusal(a);
+  a.erase("streams");
+  EXPECT_NE(refusal(a).find("'postcopy-preempt'"), std::string::npos) << refusal(a);
 }
 
 TEST(ArmRequest, EveryBadValueIsNamed) {
@@ -59,6 +74,7 @@ TEST(ArmRequest, EveryBadValueIsNamed) {
       {"role", true},  {"streams", 0},  {"streams", -1}, {"streams", 1.5}, {"streams", true},
       {"streams", 9223372036854775807LL}, {"peer", "nohost"}, {"peer", 1}, {"listen-path", 7},
       {"bogus", 1}, {"qemu-pid", 0}, {"qemu-pid", "12"}, {"qemu-pid", -5},
+      {"postcopy-preempt", 1}, {"postcopy-preempt", "yes"},
   };
   for (const auto& r : rows) {
     json a = source_args();

@@ -65,6 +65,8 @@ static const char kUsage[] =
     "  --run-dir DIR           per-migration UNIX sockets (default /run/encmig)\n"
     "  --parallel, --parallel-connections N, --bandwidth MIB, --encrypted[=MODE], --json\n"
     "  --postcopy, --postcopy-after-precopy, --postcopy-bandwidth MIB   as for libvirt\n"
+    "  --postcopy-preempt      with --postcopy: QEMU's preempt channel, carried as one more stream\n"
+    "                          (libvirt turns it on by itself where both QEMUs have it)\n"
     "  --downtime-limit MS     QEMU's downtime-limit\n"
     "  --abort-after S         cancel the migration after S seconds\n"
     "  --no-progress           no progress line\n"
@@ -150,6 +152,7 @@ static int cmd_migrate_direct(int argc, char** argv) {
     else if (a == "--bandwidth") o.bandwidth_mib = int(int_option(a, next(), 0, 1 << 30));
     else if (a == "--postcopy") o.postcopy = true;
     else if (a == "--postcopy-after-precopy") o.postcopy_after_precopy = true;
+    else if (a == "--postcopy-preempt") o.postcopy_preempt = true;
     else if (a == "--postcopy-bandwidth") o.postcopy_bandwidth_mib = int(int_option(a, next(), 1, 1 << 30));
     else if (a == "--json") o.json = true;
     else if (a == "--no-progress") o.progress = false;
@@ -157,8 +160,9 @@ static int cmd_migrate_direct(int argc, char** argv) {
     else usage_error("unknown QMP-direct option " + a);
   }
   if (o.src_qmp.empty() || o.dst_qmp.empty()) usage_error("--src-qmp and --dst-qmp are required");
-  if ((o.postcopy_after_precopy || o.postcopy_bandwidth_mib) && !o.postcopy)
-    usage_error("--postcopy-after-precopy and --postcopy-bandwidth need --postcopy");
+  if ((o.postcopy_after_precopy || o.postcopy_bandwidth_mib || o.postcopy_preempt) && !o.postcopy)
+    usage_error("--postcopy-after-precopy, --postcopy-bandwidth and --postcopy-preempt need --postcopy");
+  if (o.postcopy_preempt && parallel) usage_error("--postcopy-preempt cannot be combined with --parallel (QEMU refuses multifd with postcopy)");
   o.multifd = parallel ? (channels > 0 ? channels : 2) : 0;
   on_signals();
   return finish(migrate_direct(o, g_interrupted), o.json);

@@ -607,6 +607,26 @@ def postcopy():
         env.close()
 
 
+def postcopy_preempt():
+    """Postcopy with QEMU's preempt channel (x-postcopy-preempt on 7.2,
+    postcopy-preempt since 8.0): the extra connection QEMU opens to the
+    migration socket is carried as its own encrypted stream,
+    "postcopy-preempt", delivered to the destination QEMU after the main
+    stream; RAM byte for byte, the guest goes on."""
+    env = Env(MEM)
+    try:
+        sd, dd, src, dst = two_hosts(env)
+        res = env.migrate(src, dst, sd, dd, ["--encrypted=required", "--postcopy", "--postcopy-after-precopy",
+                                             "--postcopy-preempt", "--bandwidth", "128", "--downtime-limit", "1"])
+        assert res["encrypted"] is True and res.get("phase") == "postcopy", res
+        for side in ("source-encmigd", "destination-encmigd"):
+            names = sorted(s["name"] for s in res[side]["streams"])
+            assert names == ["main", "postcopy-preempt"], (side, res[side]["streams"])
+        check_migrated(env, src, dst, res)
+    finally:
+        env.close()
+
+
 def independent_decoder_captures():
     """The independent decoder (tests/spec_decoder.py, written from
     docs/protocol.md alone) decodes real captures of a real migration with an
@@ -741,6 +761,7 @@ CASES = {
     "kill-destination-daemon": kill_daemon("destination"),
     "two-at-once": concurrent,
     "postcopy": postcopy,
+    "postcopy-preempt": postcopy_preempt,
     "independent-decoder-captures": independent_decoder_captures,
 }
 
