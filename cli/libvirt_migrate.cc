@@ -111,6 +111,14 @@ std::string domain_state(virDomainPtr d) {
 // One run of `encmig migrate` over libvirt, in the order of its steps:
 // policy, key hand-off and the encryption decision, libvirt's parameters,
 // the migration job watched to its end, the daemons' reports, the summary.
+// The host's QEMU (8.1 or later) takes userfaultfd from /dev/userfaultfd, and
+// its libvirt (10.0 or later) gives QEMU that device.
+bool uses_dev_userfaultfd(virConnectPtr c) {
+  unsigned long qemu = 0, lib = 0;
+  if (!c || virConnectGetVersion(c, &qemu) != 0 || virConnectGetLibVersion(c, &lib) != 0) return false;
+  return qemu >= 8001000 && lib >= 10000000;
+}
+
 class LibvirtMigration {
  public:
   LibvirtMigration(const LibvirtMigrateOptions& o, const std::atomic<bool>& interrupted)
@@ -232,10 +240,14 @@ class LibvirtMigration {
       return make_error(ErrorCode::kInvalidArgument, "the hosts' encmigd use different --run-dir; libvirt needs one path on both");
     out_["source-daemon"] = json_string(sa.value(), "daemon");
     out_["destination-daemon"] = json_string(da.value(), "daemon");
-    // Postcopy's pre-flight: an unprivileged QEMU 7.2 needs userfaultfd from the sysctl.
+    // Postcopy's pre-flight: an unprivileged QEMU 7.2 needs userfaultfd from
+    // the sysctl. QEMU 8.1 and later open /dev/userfaultfd instead, which
+    // libvirt (10.0 and later here: Debian 13's 11.3) lets its QEMU use: no
+    // sysctl needed there.
     if (o_.flags & VIR_MIGRATE_POSTCOPY) {
-      for (auto [a, host] : {std::pair{&sa.value(), src_host_}, std::pair{&da.value(), dst_host_}})
-        if (json_int(*a, "unprivileged-userfaultfd", -1) == 0) userfaultfd_note_ += (userfaultfd_note_.empty() ? "" : ", ") + host;
+      for (auto [a, host, conn] : {std::tuple{&sa.value(), src_host_, src_.get()}, std::tuple{&da.value(), dst_host_, dst_.get()}})
+        if (json_int(*a, "unprivileged-userfaultfd", -1) == 0 && !uses_dev_userfaultfd(conn))
+          userfaultfd_note_ += (userfaultfd_note_.empty() ? "" : ", ") + host;
       if (!userfaultfd_note_.empty()) {
         userfaultfd_note_ = "vm.unprivileged_userfaultfd is 0 on " + userfaultfd_note_ + ". " + kUserfaultfdHelp;
         std::fprintf(stderr, "encmig: warning: postcopy may be blocked: %s\n", userfaultfd_note_.c_str());
@@ -429,6 +441,17 @@ class LibvirtMigration {
       postcopy_since_ = Clock::now();
       if (o_.progress) std::fprintf(stderr, "\nencmig: switched to postcopy\n");
     }
+    // After the switch, when the guest runs again on the destination: the
+    // downtime where libvirt reports none after postcopy (11.3).
+    if (postcopy_since_ != Clock::time_point{} && dst_running_at_ == Clock::time_point{} && dst_) {
+      if (!dst_dom_) {
+        auto nd = libvirt_domain(dst_.get(), o_.dname.empty() ? o_.domain : o_.dname);
+        if (nd) dst_dom_ = std::move(nd.value());
+      }
+      if (dst_dom_ && virDomainGetState(dst_dom_.get(), &st, &reason, 0) == 0 && st == VIR_DOMAIN_RUNNING)
+        dst_running_at_ = Clock::now();
+      virResetLastError();
+    }
   }
 
   // Protocol 2: the source daemon says when streams lost their connection
@@ -517,6 +540,13 @@ class LibvirtMigration {
     double total = j.ok && j.elapsed_ms ? double(j.elapsed_ms) : wall_ms_;
     out_["total-time-ms"] = std::llround(total);
     out_["downtime-ms"] = j.downtime_ms;
+    if (!j.downtime_ms && postcopy && dst_running_at_ != Clock::time_point{}) {
+      // Seen by polling both domains every 50 ms: source paused for
+      // postcopy, then destination running.
+      out_["downtime-ms"] = std::max<int64_t>(
+          1, std::chrono::duration_cast<std::chrono::milliseconds>(dst_running_at_ - postcopy_since_).count());
+      out_["downtime-from"] = "encmig: source paused for postcopy to destination running, polled every 50 ms";
+    }
     out_["setup-time-ms"] = j.setup_ms;
     out_["bytes"] = j.data_processed;
     out_["memory-bytes"] = j.memory_processed;
@@ -544,12 +574,14 @@ class LibvirtMigration {
   Clock::time_point paused_at_{};
   static constexpr const char* kUserfaultfdHelp =
       "postcopy needs userfaultfd: a QEMU that runs unprivileged (as libvirt-qemu) gets it only with "
-      "vm.unprivileged_userfaultfd = 1 on both hosts (QEMU 7.2 does not use /dev/userfaultfd); set it with "
+      "vm.unprivileged_userfaultfd = 1 on both hosts (QEMU 7.2 does not use /dev/userfaultfd; QEMU 10 does); set it with "
       "sysctl -w vm.unprivileged_userfaultfd=1, or migrate without --postcopy";
   std::string userfaultfd_note_;
   bool encrypted_ = false, aborted_ = false, suspended_ = false;
   int postcopy_tries_ = 0;  // virDomainMigrateStartPostCopy calls for --postcopy-after-precopy
   Clock::time_point postcopy_since_{};
+  Clock::time_point dst_running_at_{};  // the guest seen running on the destination after the switch
+  VirDomain dst_dom_;
   JobNumbers last_;
   int rc_ = -1;
   std::string mig_error_, encmig_failure_;

@@ -36,13 +36,19 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 root=$work/root
 for p in "${pkgs[@]}"; do dpkg-deb -x "$(ls "${p}"_*.deb | head -1)" "$root"; done
+# Debian 13's packages ship /usr only (modules in /usr/lib/modules, busybox in
+# /usr/bin); Debian 12's still use /lib and /bin.
+if [ ! -d "$root/lib/modules" ] && [ -d "$root/usr/lib/modules" ]; then
+  mkdir -p "$root/lib"
+  ln -s ../usr/lib/modules "$root/lib/modules"
+fi
 kver=$(ls "$root/lib/modules" | head -1)
 cp "$root/boot/vmlinuz-$kver" "$out/vmlinuz"
 
 # The initramfs.
 ir=$work/initramfs
 mkdir -p "$ir"/{bin,sbin,etc,proc,sys,dev,tmp,data,lib64,usr/lib,lib/modules}
-cp "$root/bin/busybox" "$ir/bin/busybox"
+if [ -f "$root/bin/busybox" ]; then cp "$root/bin/busybox" "$ir/bin/busybox"; else cp "$root/usr/bin/busybox" "$ir/bin/busybox"; fi
 for b in redis-check-rdb redis-cli redis-benchmark; do cp "$root/usr/bin/$b" "$ir/bin/"; done
 ln -s redis-check-rdb "$ir/bin/redis-server"
 # Shared libraries, from the unpacked packages or (for libc, libssl, ...) the
@@ -65,7 +71,7 @@ deps = {}
 for line in open(sys.argv[1]):
     mod, _, rest = line.partition(":")
     deps[mod] = rest.split()
-name = {m.rsplit("/", 1)[-1][:-3]: m for m in deps}
+name = {m.rsplit("/", 1)[-1].split(".ko")[0]: m for m in deps}
 out, seen = [], set()
 def visit(m):
     if m in seen: return
@@ -73,15 +79,24 @@ def visit(m):
     for d in reversed(deps[m]): visit(d)
     out.append(m)
 for w in sys.argv[2:]:
-    visit(name[w])
+    if w in name:
+        visit(name[w])  # else built into the kernel (Debian 13's virtio_pci)
 print("\n".join(out))
 PY
 )
 : > "$ir/modules.order"
+# Debian 13's modules are xz-compressed (.ko.xz): unpacked here, so busybox's
+# insmod loads plain .ko files on either release.
 for m in $order; do
-  mkdir -p "$ir/lib/modules/$(dirname "$m")"
-  cp "$root/lib/modules/$kver/$m" "$ir/lib/modules/$m"
-  echo "$m" >> "$ir/modules.order"
+  ko=${m%.xz}
+  mkdir -p "$ir/lib/modules/$(dirname "$ko")"
+  if [ "$ko" != "$m" ]; then
+    python3 -c 'import lzma, sys; open(sys.argv[2], "wb").write(lzma.open(sys.argv[1]).read())' \
+      "$root/lib/modules/$kver/$m" "$ir/lib/modules/$ko"
+  else
+    cp "$root/lib/modules/$kver/$m" "$ir/lib/modules/$ko"
+  fi
+  echo "$ko" >> "$ir/modules.order"
 done
 
 cat > "$ir/init" <<'INIT'
