@@ -6,7 +6,7 @@
    A running guest moves from host A to host B with `encmig migrate`, keys
    handed over as ephemeral libvirt secrets; its counter continues on B.
 2. The proof: a running 512 MiB guest that keeps dirtying memory moves between
-   two QEMU 7.2 processes through two encmigd daemons (QMP-direct mode); the
+   two QEMU processes (7.2 on Debian 12, 10.0 on Debian 13) through two encmigd daemons (QMP-direct mode); the
    RAM files are compared byte for byte and the destination guest resumes."""
 import os, subprocess, sys
 
@@ -47,7 +47,8 @@ def libvirt_part():
 def qmp_direct_part():
     env = Env(int(os.environ.get("DEMO_MEM_MIB", "512")))
     try:
-        print(f"== part 2: byte-for-byte proof: two encmigd daemons, two QEMU 7.2 guests, {env.mem_mib} MiB file-backed RAM")
+        qemu = subprocess.run(["qemu-system-x86_64", "--version"], capture_output=True, text=True).stdout.split()[3]
+        print(f"== part 2: byte-for-byte proof: two encmigd daemons, two QEMU {qemu} guests, {env.mem_mib} MiB file-backed RAM")
         sd, dd = env.daemon("host-a-encmigd"), env.daemon("host-b-encmigd")
         src = env.qemu("host-a-vm")
         dst = env.qemu("host-b-vm", incoming=True, fill=False)

@@ -72,8 +72,15 @@ def _run(argv, **kw):
 
 
 class Host:
-    def __init__(self, hosts, name, addr):
+    def __init__(self, hosts, name, addr, root=None):
+        """root=(ROOT, BUILD): the host runs another Debian release from the
+        root of scripts/debian13-root.sh (pivot_root into it, as
+        scripts/debian13-enter.sh does), with its own libvirt and QEMU and
+        encmig built there in BUILD (a path inside the root)."""
         self.hosts, self.name, self.addr = hosts, name, addr
+        self.root = root[0] if root else None
+        self.encmigd_path = os.path.join(root[1], "tools", "encmigd") if root else ENCMIGD
+        self.encmig_path = os.path.join(root[1], "tools", "encmig") if root else ENCMIG
         self.ns = f"{hosts.prefix}-{name}"
         self.dir = os.path.join(hosts.dir, name)
         self.holder = None
@@ -103,7 +110,8 @@ class Host:
         d = self.dir
         for sub in ("run", "etc-libvirt", "lib", "log", "cache", "disks"):
             os.makedirs(os.path.join(d, sub), exist_ok=True)
-        shutil.copytree("/etc/libvirt", os.path.join(d, "etc-libvirt"), dirs_exist_ok=True, symlinks=True)
+        shutil.copytree((self.root or "") + "/etc/libvirt", os.path.join(d, "etc-libvirt"), dirs_exist_ok=True,
+                        symlinks=True)
         auto = os.path.join(d, "etc-libvirt", "qemu", "networks", "autostart")
         shutil.rmtree(auto, ignore_errors=True)
         pki = os.path.join(d, "pki")
@@ -116,7 +124,7 @@ class Host:
             f.write("127.0.0.1 localhost\n")
             for h in self.hosts.all:
                 f.write(f"{h.addr} {h.name}\n")
-        if os.path.isdir(QEMU_CACHE):
+        if os.path.isdir(QEMU_CACHE) and not self.root:
             shutil.copytree(QEMU_CACHE, os.path.join(d, "cache", "qemu"), dirs_exist_ok=True)
         init = f"""set -e
 mount -t tmpfs -o mode=755 tmpfs /run
@@ -132,8 +140,15 @@ ip link set lo up
 touch {d}/ready
 exec sleep infinity
 """
-        self.holder = subprocess.Popen(["ip", "netns", "exec", self.ns, "unshare", "-m", "-u", "--propagation",
-                                        "private", "sh", "-c", init], start_new_session=True,
+        if self.root:
+            # The other release's files as this host's root; the test's
+            # directory and the guest kernel at the same paths as outside.
+            enter = os.path.join(HERE, "..", "..", "scripts", "debian13-enter.sh")
+            argv = ["bash", enter, self.root, "--bind", f"{self.hosts.dir}:{self.hosts.dir}",
+                    "--bind", f"{os.path.dirname(GUEST)}:{os.path.dirname(GUEST)}", "--", "unshare", "-u", "sh", "-c", init]
+        else:
+            argv = ["unshare", "-m", "-u", "--propagation", "private", "sh", "-c", init]
+        self.holder = subprocess.Popen(["ip", "netns", "exec", self.ns] + argv, start_new_session=True,
                                        stdout=open(os.path.join(d, "holder.log"), "ab"), stderr=subprocess.STDOUT)
         self.hosts.procs.append(self.holder)
         deadline = time.time() + 20
@@ -158,7 +173,7 @@ exec sleep infinity
 
     def start_encmigd(self, extra=()):
         """encmigd confined exactly as the shipped unit confines it."""
-        self.encmigd = self.spawn(unit_prefix(UNIT) + [ENCMIGD, "--listen", f"{self.addr}:16520"] + list(extra),
+        self.encmigd = self.spawn(unit_prefix(UNIT) + [self.encmigd_path, "--listen", f"{self.addr}:16520"] + list(extra),
                                   "encmigd.log")
         deadline = time.time() + 10
         while not os.path.exists(f"/proc/{self.holder.pid}/root/run/encmig/encmigd.sock"):
@@ -260,10 +275,11 @@ class TestCA:
 
 
 class TwoHosts:
-    def __init__(self, debian=False, wan=None):
+    def __init__(self, debian=False, wan=None, root_b=None):
         """debian=True: libvirt configured as Debian ships it (QEMU as
         libvirt-qemu, dynamic ownership, virtlogd). wan=(rtt_ms, rate_mbit):
-        the hosts are joined by bench/wanem instead of a veth pair."""
+        the hosts are joined by bench/wanem instead of a veth pair.
+        root_b=(ROOT, BUILD): host b runs the release in ROOT (Host)."""
         self.debian = debian
         self.wanem = None
         self.dir = tempfile.mkdtemp(prefix="encmig-hosts-")
@@ -271,7 +287,7 @@ class TwoHosts:
         self.procs = []
         self.certs = TestCA(self.dir)
         self.a = Host(self, "hosta", "10.77.0.1")
-        self.b = Host(self, "hostb", "10.77.0.2")
+        self.b = Host(self, "hostb", "10.77.0.2", root=root_b)
         self.all = [self.a, self.b]
         atexit.register(self.close)
         signal.signal(signal.SIGTERM, lambda *_: (self.close(), sys.exit(1)))

@@ -54,7 +54,7 @@ def running_on(host, dom):
 
 def encmig(host, *args, timeout=300):
     """Runs `encmig migrate ... --json` inside host; returns the parsed summary."""
-    r = host.sh([ENCMIG] + list(args), check=False, timeout=timeout)
+    r = host.sh([getattr(host, "encmig_path", ENCMIG)] + list(args), check=False, timeout=timeout)
     try:
         out = json.loads(r.stdout)
     except ValueError:

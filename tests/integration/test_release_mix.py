@@ -68,9 +68,70 @@ def migrate(src_release, channels):
     return case
 
 
+def libvirt_rolling_upgrade():
+    """The rolling upgrade as operators run it, with libvirt over qemu+tls://:
+    host a is Debian 12 (libvirt 9.0, QEMU 7.2, encmig built here), host b
+    Debian 13 (libvirt 11.3, QEMU 10.0, encmig built there). A guest started
+    on 12 (machine pc, which QEMU 7.2 makes pc-i440fx-7.2) migrates to 13
+    encrypted with --parallel 2 (the marker never on the wire), goes on, and
+    migrates back to 12 with Debian 13's encmig. A guest started on 13 gets
+    QEMU 10's own machine type, which QEMU 7.2 cannot run: the migration to
+    12 is refused before any byte moves, the error says why, and the guest
+    stays and runs on 13. No secret is left on either host."""
+    from hosts import TwoHosts
+    from mitm import Mitm
+    from test_libvirt import assert_continued, assert_no_secrets, encmig, running_on, serial_ops, start_guest
+
+    root, build13 = debian13()
+    hosts = TwoHosts(root_b=(root, build13))
+    try:
+        a, b = hosts.a, hosts.b
+        versions = {h.name: h.sh(["virsh", "--version"]).stdout.strip() for h in hosts.all}
+        assert versions["hosta"].startswith("9.") and versions["hostb"].startswith("11."), versions
+        a.start_encmigd()
+        b.start_encmigd()
+        marker = "ENCMIG-MARKER-" + os.urandom(12).hex()
+        start_guest(a, "g", marker=marker)
+        tap = a.in_netns(lambda: Mitm(16520, marker=marker.encode(), target_host=b.addr, listen_host=a.addr))
+        before = serial_ops(a, "g")[0][-1]
+        res = encmig(a, "migrate", "--live", "--p2p", "--json", "--encrypted=required", "--data-addr",
+                     f"{a.addr}:{tap.port}", "--parallel", "--parallel-connections", "2", "g", b.uri())
+        tap.close()
+        assert res.get("result") == "completed" and res["encrypted"] is True, res
+        names = sorted(st["name"] for st in res["source-encmigd"]["status"]["streams"])
+        assert names == ["main", "multifd-0", "multifd-1"], names
+        assert not tap.marker_seen and tap.bytes > (1 << 20) * 8, (tap.marker_seen, tap.bytes)
+        assert_continued(a, b, "g", before)
+        machine = b.virsh("dumpxml", "g").stdout
+        assert "pc-i440fx-7.2" in machine, machine
+        print(f"  libvirt {versions['hosta']} -> {versions['hostb']}, --parallel 2: {res['total-time-ms']} ms, "
+              f"downtime {res['downtime-ms']} ms", flush=True)
+        # Back from 13 to 12, with Debian 13's encmig.
+        before = serial_ops(b, "g")[0][-1]
+        res = encmig(b, "migrate", "--live", "--p2p", "--json", "--encrypted=required", "g", a.uri())
+        assert res.get("result") == "completed" and res["encrypted"] is True, res
+        assert running_on(a, "g") and not running_on(b, "g")
+        wait_for(lambda: serial_ops(a, "g")[0][-1] > before, 30, "the guest made no progress back on 12")
+        print(f"  libvirt {versions['hostb']} -> {versions['hosta']}: {res['total-time-ms']} ms, "
+              f"downtime {res['downtime-ms']} ms", flush=True)
+        # A guest born on 13 has a machine type 12 does not know.
+        start_guest(b, "n")
+        res = encmig(b, "migrate", "--live", "--p2p", "--json", "--encrypted=required", "n", a.uri())
+        assert res.get("result") in ("failed", "refused") and res["_rc"] != 0, res
+        assert "machine" in res.get("error", "").lower(), res
+        assert running_on(b, "n") and not running_on(a, "n"), "the guest did not stay on 13"
+        n0 = serial_ops(b, "n")[0][-1]
+        wait_for(lambda: serial_ops(b, "n")[0][-1] > n0, 30, "the guest stopped on 13")
+        print(f"  a guest born on 13 to 12: refused, stays: {res.get('error')}", flush=True)
+        assert_no_secrets(hosts)
+    finally:
+        hosts.close()
+
+
 CASES = {
     "debian12-to-13-multifd": migrate("12", 4),
     "debian13-to-12": migrate("13", 0),
+    "libvirt-rolling-upgrade": libvirt_rolling_upgrade,
 }
 
 if __name__ == "__main__":
