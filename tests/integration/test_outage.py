@@ -212,15 +212,16 @@ def switchover_flap():
         h.close()
 
 
-def postcopy_outage():
+def postcopy_outage(preempt=False):
     """An outage in the postcopy phase, when the VM's pages live on two
     hosts: QEMU sees a pause, never a broken socket; the migration completes
-    without migrate-recover, RAM identical."""
+    without migrate-recover, RAM identical. With preempt, QEMU's
+    postcopy-preempt channel is open too, and resumes with the main stream."""
     h = Hosts("lan", observer=True)
     try:
         obs = Qmp(h.src["obs"])
         h.start(["--postcopy", "--postcopy-after-precopy", "--bandwidth", "64", "--postcopy-bandwidth", "16",
-                 "--downtime-limit", "1"])
+                 "--downtime-limit", "1"] + (["--postcopy-preempt"] if preempt else []))
         wait_for(lambda: obs.cmd("query-migrate").get("status") == "postcopy-active", 120, "no postcopy phase")
         obs.close()
         h.cut("reset")
@@ -228,6 +229,9 @@ def postcopy_outage():
         h.heal()
         res = h.finish()
         assert res.get("phase") == "postcopy", res
+        if preempt:
+            names = sorted(st["name"] for st in res["source-encmigd"]["streams"])
+            assert names == ["main", "postcopy-preempt"], names
         check_resumed(h, res)
     finally:
         h.close()
@@ -324,6 +328,7 @@ CASES = {
     "outage-several-flaps": several_flaps,
     "outage-during-switchover": switchover_flap,
     "outage-postcopy": postcopy_outage,
+    "outage-postcopy-preempt": lambda: postcopy_outage(preempt=True),
     "attack-endless-resets": endless_resets,
     "attack-endless-resets-destination": lambda: endless_resets("destination"),
     "attack-resume-replay": resume_replay,

@@ -72,15 +72,23 @@ def libvirt_rolling_upgrade():
     """The rolling upgrade as operators run it, with libvirt over qemu+tls://:
     host a is Debian 12 (libvirt 9.0, QEMU 7.2, encmig built here), host b
     Debian 13 (libvirt 11.3, QEMU 10.0, encmig built there). A guest started
-    on 12 (machine pc, which QEMU 7.2 makes pc-i440fx-7.2) migrates to 13
-    encrypted with --parallel 2 (the marker never on the wire), goes on, and
-    migrates back to 12 with Debian 13's encmig. A guest started on 13 gets
+    on 12 (machine pc, which QEMU 7.2 makes pc-i440fx-7.2) with a disk
+    migrates to 13 encrypted with --parallel 2 and --copy-storage-all (the
+    marker never on the wire, the disk's patterns read back on 13), goes on,
+    and migrates back to 12 with Debian 13's encmig, its disk copied into an
+    empty image there. A guest started on 13 gets
     QEMU 10's own machine type, which QEMU 7.2 cannot run: the migration to
     12 is refused before any byte moves, the error says why, and the guest
     stays and runs on 13. No secret is left on either host."""
     from hosts import TwoHosts
     from mitm import Mitm
-    from test_libvirt import assert_continued, assert_no_secrets, encmig, running_on, serial_ops, start_guest
+    from test_libvirt import assert_continued, assert_no_secrets, encmig, patterned_disk, running_on, serial_ops, start_guest
+
+    def check_disk_live(h, img, writes):
+        """Every pattern reads back on h, the guest still running there (read-only, shared)."""
+        for pattern, off, n in writes:
+            r = h.sh(["qemu-io", "-U", "-r", "-f", "qcow2", "-c", f"read -P {pattern} {off} {n}", img], check=False)
+            assert r.returncode == 0 and "Pattern verification failed" not in r.stdout, (h.name, r.stdout + r.stderr)
 
     root, build13 = debian13()
     hosts = TwoHosts(root_b=(root, build13))
@@ -91,25 +99,32 @@ def libvirt_rolling_upgrade():
         a.start_encmigd()
         b.start_encmigd()
         marker = "ENCMIG-MARKER-" + os.urandom(12).hex()
-        start_guest(a, "g", marker=marker)
+        img, writes = "/var/lib/libvirt/images/g.qcow2", (("0x5a", 0, "8M"), ("0xa5", "32M", "1M"))
+        patterned_disk(a, b, img, "64M", writes)
+        start_guest(a, "g", marker=marker, disk=img)
         tap = a.in_netns(lambda: Mitm(16520, marker=marker.encode(), target_host=b.addr, listen_host=a.addr))
         before = serial_ops(a, "g")[0][-1]
         res = encmig(a, "migrate", "--live", "--p2p", "--json", "--encrypted=required", "--data-addr",
-                     f"{a.addr}:{tap.port}", "--parallel", "--parallel-connections", "2", "g", b.uri())
+                     f"{a.addr}:{tap.port}", "--parallel", "--parallel-connections", "2", "--copy-storage-all",
+                     "g", b.uri())
         tap.close()
         assert res.get("result") == "completed" and res["encrypted"] is True, res
         names = sorted(st["name"] for st in res["source-encmigd"]["status"]["streams"])
-        assert names == ["main", "multifd-0", "multifd-1"], names
+        assert names == ["main", "multifd-0", "multifd-1", "nbd-0"], names
+        check_disk_live(b, img, writes)
         assert not tap.marker_seen and tap.bytes > (1 << 20) * 8, (tap.marker_seen, tap.bytes)
         assert_continued(a, b, "g", before)
         machine = b.virsh("dumpxml", "g").stdout
         assert "pc-i440fx-7.2" in machine, machine
-        print(f"  libvirt {versions['hosta']} -> {versions['hostb']}, --parallel 2: {res['total-time-ms']} ms, "
+        print(f"  libvirt {versions['hosta']} -> {versions['hostb']}, --parallel 2, --copy-storage-all: {res['total-time-ms']} ms, "
               f"downtime {res['downtime-ms']} ms", flush=True)
-        # Back from 13 to 12, with Debian 13's encmig.
+        # Back from 13 to 12, with Debian 13's encmig, the disk copied into
+        # an empty image on 12.
         before = serial_ops(b, "g")[0][-1]
-        res = encmig(b, "migrate", "--live", "--p2p", "--json", "--encrypted=required", "g", a.uri())
+        a.sh(["qemu-img", "create", "-q", "-f", "qcow2", img, "64M"])
+        res = encmig(b, "migrate", "--live", "--p2p", "--json", "--encrypted=required", "--copy-storage-all", "g", a.uri())
         assert res.get("result") == "completed" and res["encrypted"] is True, res
+        check_disk_live(a, img, writes)
         assert running_on(a, "g") and not running_on(b, "g")
         wait_for(lambda: serial_ops(a, "g")[0][-1] > before, 30, "the guest made no progress back on 12")
         print(f"  libvirt {versions['hostb']} -> {versions['hosta']}: {res['total-time-ms']} ms, "
