@@ -5,7 +5,8 @@
 # namespaced hosts with Debian 13's own QEMU 10.0. The last line is
 # "N passed, N failed, N skipped".
 #
-#   scripts/test-debian13.sh              the whole build, the unit tests and the matrix below
+#   scripts/test-debian13.sh              the whole build, the unit tests, the matrix below and the
+#                                         package's migration from its installed files
 #   scripts/test-debian13.sh TEST ...     only what those migration tests need, and those
 set -euo pipefail
 src=$(cd "$(dirname "$0")/.." && pwd)
@@ -23,7 +24,9 @@ else
 fi
 out=$(bash "$src/scripts/debian13-build.sh" "${targets[@]}") || { echo "0 passed, 1 failed, 0 skipped"; exit 1; }
 root=$(echo "$out" | sed -n 1p)
-exec bash "$src/scripts/debian13-enter.sh" "$root" --bind "$src:/src" -- bash -c '
+out_file=$(mktemp /tmp/encmig-debian13-XXXXXX)
+trap 'rm -f "$out_file"' EXIT
+bash "$src/scripts/debian13-enter.sh" "$root" --bind "$src:/src" -- bash -c '
   set -uo pipefail
   . /etc/os-release
   echo "Debian $VERSION_ID ($VERSION_CODENAME): $(qemu-system-x86_64 --version | head -n 1), $(g++ --version | head -n 1)"
@@ -39,4 +42,11 @@ exec bash "$src/scripts/debian13-enter.sh" "$root" --bind "$src:/src" -- bash -c
   skip=$(grep -cE " SKIP " /tmp/lines)
   echo "$pass passed, $fail failed, $skip skipped"
   [ "$fail" = 0 ] && [ "$pass" -gt 0 ]
-' debian13 "$unit" "${tests[@]}"
+' debian13 "$unit" "${tests[@]}" | tee "$out_file"
+rc=${PIPESTATUS[0]}
+[ "$unit" = 1 ] || exit "$rc"
+# The whole matrix also migrates the Redis guest from the installed package.
+read -r pass _ fail _ skip _ < <(tail -n 1 "$out_file")
+if bash "$src/tests/package/test_package_debian13.sh" --migrate; then pass=$((pass + 1)); else fail=$((fail + 1)); rc=1; fi
+echo "$pass passed, $fail failed, $skip skipped"
+exit "$rc"
