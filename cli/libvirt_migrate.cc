@@ -108,9 +108,6 @@ std::string domain_state(virDomainPtr d) {
   }
 }
 
-// One run of `encmig migrate` over libvirt, in the order of its steps:
-// policy, key hand-off and the encryption decision, libvirt's parameters,
-// the migration job watched to its end, the daemons' reports, the summary.
 // The host's QEMU (8.1 or later) takes userfaultfd from /dev/userfaultfd, and
 // its libvirt (10.0 or later) gives QEMU that device.
 bool uses_dev_userfaultfd(virConnectPtr c) {
@@ -119,6 +116,9 @@ bool uses_dev_userfaultfd(virConnectPtr c) {
   return qemu >= 8001000 && lib >= 10000000;
 }
 
+// One run of `encmig migrate` over libvirt, in the order of its steps:
+// policy, key hand-off and the encryption decision, libvirt's parameters,
+// the migration job watched to its end, the daemons' reports, the summary.
 class LibvirtMigration {
  public:
   LibvirtMigration(const LibvirtMigrateOptions& o, const std::atomic<bool>& interrupted)
@@ -213,10 +213,10 @@ class LibvirtMigration {
     // is --dname when given), to tell that domain's QEMU from any other.
     const char* name = virDomainGetName(dom_.get());
     std::string src_name = name ? name : o_.domain;
-    // With postcopy, libvirt (8.5 and later) turns QEMU's postcopy-preempt
-    // on by itself whenever both QEMUs have it (QEMU 8.0 and later): one
-    // more connection, opened only if postcopy starts. Arm for it always;
-    // a preempt stream that never opens costs nothing.
+    // With postcopy, libvirt 11.3 (not 9.0) turns QEMU's postcopy-preempt
+    // on by itself whenever both QEMUs have it (QEMU 10.0): one more
+    // connection, opened only if postcopy starts. Arm for it always; a
+    // preempt stream that never opens costs nothing.
     const bool preempt = (o_.flags & VIR_MIGRATE_POSTCOPY) != 0;
     json common{{"encmig", handoff::kFormat}, {"streams", 1 + channels() + (preempt ? 1 : 0)}, {"nbd", storage()}};
     if (preempt) common["postcopy-preempt"] = true;
