@@ -411,15 +411,19 @@ class LibvirtMigration {
     // (QEMU then switches at its next iteration); either way, notice when the
     // source pauses for postcopy. libvirt 9.0 does not always report the
     // iteration while the job runs: memory sent also says the pass began. It
-    // may refuse while its job is between phases: ask again on the next polls.
+    // may refuse while its job is between phases: ask again on the next polls
+    // (each poll for the first 40, then once a second while the job runs: a
+    // migration that cannot converge must not be left to run in precopy).
     const bool first_pass = now.memory_iteration >= 1 || now.memory_processed > 0;
-    if (o_.postcopy_after_precopy && !postcopy_switched_ && postcopy_tries_ < 40 && now.ok && first_pass) {
+    if (o_.postcopy_after_precopy && !postcopy_switched_ && now.ok && first_pass &&
+        (postcopy_tries_ < 40 || ++postcopy_polls_ % 5 == 0)) {
       postcopy_tries_++;
       if (virDomainMigrateStartPostCopy(dom_.get(), 0) == 0) {
         postcopy_switched_ = true;
       } else {
         if (o_.progress && postcopy_tries_ == 40)
-          std::fprintf(stderr, "\nencmig: cannot switch to postcopy: %s\n", libvirt_error().c_str());
+          std::fprintf(stderr, "\nencmig: cannot switch to postcopy yet (asking once a second): %s\n",
+                       libvirt_error().c_str());
         virResetLastError();
       }
     }
@@ -579,6 +583,7 @@ class LibvirtMigration {
   std::string userfaultfd_note_;
   bool encrypted_ = false, aborted_ = false, suspended_ = false;
   int postcopy_tries_ = 0;  // virDomainMigrateStartPostCopy calls for --postcopy-after-precopy
+  int postcopy_polls_ = 0;  // polls since the first 40 tries
   Clock::time_point postcopy_since_{};
   Clock::time_point dst_running_at_{};  // the guest seen running on the destination after the switch
   VirDomain dst_dom_;
