@@ -9,7 +9,7 @@
 #include <optional>
 #include <thread>
 
-#include "cli/host_secret.h"
+#include "common/host_secret.h"
 #include "cli/switchover.h"
 #include "common/json.h"
 #include "common/libvirt.h"

@@ -6,7 +6,7 @@
 #include <optional>
 #include <string>
 
-#include "cli/policy.h"
+#include "common/policy.h"
 
 namespace encmig {
 

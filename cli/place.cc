@@ -1,6 +1,6 @@
 #include "cli/place.h"
 
-#include "cli/host_secret.h"
+#include "common/host_secret.h"
 #include "cli/libvirt_migrate.h"
 #include "common/json.h"
 #include "common/libvirt.h"

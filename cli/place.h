@@ -7,7 +7,7 @@
 #include <string>
 #include <vector>
 
-#include "cli/policy.h"
+#include "common/policy.h"
 
 namespace encmig {
 

@@ -5,7 +5,7 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
-#include "cli/policy.h"
+#include "common/policy.h"
 
 namespace encmig {
 

@@ -1,5 +1,5 @@
 // Key hand-off through libvirt secrets: the message format both encmig and
-// encmigd use. encmig's end is cli/host_secret.h, encmigd's is
+// encmigd use. The controller's end (encmig, or encmigd intercepting) is common/host_secret.h; encmigd's is
 // daemon/libvirt_agent.h.
 //
 // For each migration, encmig defines one ephemeral, non-private secret on each

@@ -38,6 +38,13 @@ const ArmArgument kArmArguments[] = {
     {"domain", "string: a libvirt domain name", "both", false, true, true,
      "libvirt: the domain's name on this host; only its QEMU (and the source's libvirtd) may use the sockets"},
     {"encmig", "integer: 1", "both", false, true, true, "libvirt: the hand-off format version"},
+    {"transparent", "boolean", "destination", false, true, false,
+     "libvirt, from a source encmigd that intercepted QEMU's TCP connections: relay to QEMU's TCP listener "
+     "(qemu-address) instead of a UNIX socket; the migration ends when the source removes the secret"},
+    {"qemu-address", "string: IP:PORT", "destination", false, true, false,
+     "transparent: the address the source QEMU connected to, QEMU's incoming listener on this host"},
+    {"domain-uuid", "string: a UUID", "destination", false, true, false,
+     "transparent: the migrating domain's UUID; only the listener of that domain's QEMU is used"},
 };
 const size_t kArmArgumentCount = sizeof kArmArguments / sizeof kArmArguments[0];
 
@@ -92,6 +99,15 @@ bool valid_domain_name(const std::string& n) {
   if (n.empty() || n.size() > 200 || n[0] == '.') return false;
   for (char c : n)
     if (c == '/' || c == '\0' || static_cast<unsigned char>(c) < 0x20) return false;
+  return true;
+}
+
+bool valid_uuid(const std::string& u) {
+  if (u.size() != 36) return false;
+  for (size_t i = 0; i < u.size(); i++) {
+    const bool dash = i == 8 || i == 13 || i == 18 || i == 23;
+    if (dash ? u[i] != '-' : !std::isxdigit(static_cast<unsigned char>(u[i]))) return false;
+  }
   return true;
 }
 
@@ -159,6 +175,30 @@ Result<MigrationConfig> parse_arm_request(const json& args, ArmChannel channel, 
   } else if (args.contains("peer") || args.contains("peer-protocol")) {
     return bad(args.contains("peer") ? "peer" : "peer-protocol", "only a source has a peer");
   }
+
+  bool transparent = false;
+  if (auto it = args.find("transparent"); it != args.end()) {
+    if (!it->is_boolean()) return bad("transparent", "must be a boolean");
+    transparent = it->get<bool>();
+  }
+  if (transparent) {
+    if (cfg.role != MigrationRole::kDestination) return bad("transparent", "only a destination is armed through a hand-off");
+    if (nbd) return bad("nbd", "a transparent migration carries one TCP port; NBD is its own migration");
+    auto addr = string_arg(args, "qemu-address");
+    if (!addr) return addr.error();
+    auto hp = HostPort::parse(addr.value());
+    if (!hp) return bad("qemu-address", hp.error().detail);
+    auto uuid = string_arg(args, "domain-uuid");
+    if (!uuid) return uuid.error();
+    if (!valid_uuid(uuid.value())) return bad("domain-uuid", "must be a UUID");
+    cfg.transparent = true;
+    cfg.qemu_tcp = hp.value();
+    cfg.domain_uuid = uuid.value();
+    cfg.context = "transparent, domain " + domain.value() + " (" + uuid.value() + "), QEMU at " + hp->str();
+    return cfg;  // the domain's name on this host: by its UUID, at arm (daemon/libvirt_agent.cc)
+  }
+  for (const char* only : {"qemu-address", "domain-uuid"})
+    if (args.contains(only)) return bad(only, "only for a transparent migration");
 
   if (!qmp) {
     cfg.local_peer.libvirt_domain = domain.value();

@@ -57,6 +57,11 @@ Result<std::unique_ptr<Daemon>> Daemon::create(DaemonOptions opts) {
                              [self](const std::string& c, json& a) { return self->command(c, a); });
   if (!q) return q.error();
   d->qmp_ = std::move(q.value());
+  if (d->opts_.intercept) {
+    auto i = Interceptor::create(*d, *d->opts_.intercept);
+    if (!i) return i.error();
+    d->intercept_ = std::move(i.value());
+  }
   return d;
 }
 
@@ -70,7 +75,17 @@ void Daemon::run() {
   log_line(aead_.describe());
   for (auto& e : aead_.engines)
     if (!e.kat_passed) log_line("warning: AES-256-GCM engine " + std::string(aead_engine_name(e.id)) + " not used: " + e.detail);
+  if (intercept_) {
+    if (auto st = intercept_->start(); !st) {
+      // Fail closed: without the table, migrations would leave in plain text
+      // while the operator believes they are intercepted.
+      log_line("transparent mode: cannot start: " + st.error().text() + "; encmigd stops");
+      data_->stop();
+      return;
+    }
+  }
   qmp_->run();
+  if (intercept_) intercept_->stop();
   data_->stop();
 }
 
@@ -174,7 +189,8 @@ json Daemon::stats_json() {
               {"migrations-refused-budget", s.refused_budget},
               {"windows-capped-by-budget", s.windows_capped},
               {"buffers-not-locked", s.buffers_unlocked},
-              {"failures", s.failures}};
+              {"failures", s.failures},
+              {"transparent", intercept_ ? intercept_->stats() : json(nullptr)}};
 }
 
 Result<json> Daemon::command(const std::string& cmd, json& args) {

@@ -9,6 +9,7 @@
 #include <string>
 
 #include "crypto/aead_select.h"
+#include "daemon/interceptor.h"
 #include "daemon/qmp_server.h"
 #include "migration/data_plane.h"
 
@@ -32,6 +33,8 @@ struct DaemonOptions {
   std::string qemu_group;               // group that may use them ("" = libvirt-qemu if it exists)
   // AES-256-GCM engine: nullopt = the fastest that passes its known answers.
   std::optional<AeadEngineId> aead_engine;
+  // The transparent mode (daemon/interceptor.h); nullopt = off.
+  std::optional<InterceptOptions> intercept;
 };
 
 class Daemon {
@@ -44,6 +47,7 @@ class Daemon {
   uint16_t data_port() const { return data_->port(); }
   json protocol_versions() const;  // the record protocol versions this daemon speaks
   const DaemonOptions& options() const { return opts_; }
+  DataPlane& data() { return *data_; }
 
   // Arms a migration from parsed parts (QMP command or libvirt hand-off).
   Result<std::shared_ptr<Migration>> arm_migration(MigrationConfig cfg, MigrationSecrets sec);
@@ -66,6 +70,7 @@ class Daemon {
   AeadSelection aead_;
   std::unique_ptr<DataPlane> data_;
   std::unique_ptr<QmpServer> qmp_;
+  std::unique_ptr<Interceptor> intercept_;
   std::atomic<uint64_t> armed_total_{0};
 };
 

@@ -176,6 +176,15 @@ void LibvirtAgent::handle_new(virConnectPtr c, virSecretPtr s, Entry& e) {
   auto cfg = parse_arm_request(body, ArmChannel::kHandoff, d_.options().run_dir, e.id);
   if (!cfg) return fail(c, e, cfg.error().text());
   cfg->socket_gid = qemu_gid_;
+  if (cfg->transparent) {  // the domain's name here: by its UUID (the source may not know a --dname)
+    VirDomain dom(virDomainLookupByUUIDString(c, cfg->domain_uuid.c_str()));
+    const char* name = dom ? virDomainGetName(dom.get()) : nullptr;
+    if (!name) {
+      virResetLastError();
+      return fail(c, e, "no domain with UUID " + cfg->domain_uuid + " on this host");
+    }
+    cfg->local_peer.libvirt_domain = name;
+  }
   start_arm(c, e, std::move(cfg.value()), std::move(sec.value()));
 }
 
@@ -215,7 +224,7 @@ void LibvirtAgent::start_arm(virConnectPtr, Entry& e, MigrationConfig cfg, Migra
     auto pr = source ? probe_daemon(cfg.peer, 3000) : Result<wire::ProbeReply>(wire::ProbeReply{});
     if (!pr) {
       mig = make_error(pr.error().code, "destination encmigd at " + cfg.peer.str() + " does not answer: " + pr.error().text());
-    } else if (auto st = make_private_dir(d.options().run_dir, id, source ? 0750 : 0770, gid); !st) {
+    } else if (auto st = cfg.transparent ? Status{} : make_private_dir(d.options().run_dir, id, source ? 0750 : 0770, gid); !st) {
       mig = st.error();
     } else {
       mig = d.arm_migration(cfg, std::move(*held));
@@ -224,7 +233,7 @@ void LibvirtAgent::start_arm(virConnectPtr, Entry& e, MigrationConfig cfg, Migra
     *held = MigrationSecrets{};
     if (mig) {
       r["state"] = "ready";
-      r["path"] = handoff::migrate_path(d.options().run_dir, id);
+      if (!cfg.transparent) r["path"] = handoff::migrate_path(d.options().run_dir, id);
       if (!cfg.qemu_nbd_path.empty() || !cfg.nbd_listen_path.empty()) r["nbd-path"] = handoff::nbd_path(d.options().run_dir, id);
     } else {
       r["state"] = "failed";
@@ -318,7 +327,11 @@ void LibvirtAgent::forget(Entry& e) {
   }
   if (e.mig) {
     MigrationState st = e.mig->state();
-    if (!terminal(st))
+    if (e.mig->config().transparent && st == MigrationState::kActive)
+      // The source's encmigd removes the secret when its streams have closed:
+      // ours end as they finish (with their FIN), or fail after the grace.
+      (void)d_.end_migration(e.id, false, "the source's encmigd ended it");
+    else if (!terminal(st))
       (void)d_.end_migration(e.id, true, st == MigrationState::kArmed ? "hand-off secret removed before any stream opened"
                                                                       : "hand-off secret removed while streams were open");
     else

@@ -1,5 +1,7 @@
 #include "migration/data_plane.h"
 
+#include "migration/tcp_owner.h"
+
 #include <netinet/in.h>
 #include <poll.h>
 #include <sys/socket.h>
@@ -282,14 +284,20 @@ void DataPlane::handle_authenticated(wire::Hello hello, std::unique_ptr<Encrypte
   }
   const std::string& path = ordered ? cfg.qemu_path : cfg.qemu_nbd_path;
   pid_t qemu = 0;
-  auto local = path.empty() ? Result<Fd>(make_error(ErrorCode::kInvalidArgument, "no local socket for " + sname))
-                            : connect_local(path, cfg.local_peer, &qemu);
+  auto connect_qemu = [&]() -> Result<Fd> {
+    if (cfg.transparent)
+      return connect_qemu_listener(cfg.qemu_tcp, cfg.local_peer.libvirt_domain, cfg.local_peer.libvirt_run_dir,
+                                   o_.acceptor.handshake_timeout_ms, &qemu);
+    if (path.empty()) return make_error(ErrorCode::kInvalidArgument, "no local socket for " + sname);
+    return connect_local(path, cfg.local_peer, &qemu);
+  };
+  auto local = connect_qemu();
   // At the descriptor limit (a flood of unauthenticated connections holds
   // them), authenticated work comes first: make room, and try again.
   for (int tries = 0; !local && out_of_descriptors(local.error()) && tries < 25; tries++) {
     acceptor_->make_room(4);
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    local = connect_local(path, cfg.local_peer, &qemu);
+    local = connect_qemu();
   }
   if (ordered) mig->turn_done(hello.kind);
   if (!local) {
@@ -444,17 +452,21 @@ void DataPlane::accept_local_loop(std::shared_ptr<Migration> mig, int listen_fd,
       log_.log("local-peer-refused", "migration " + mig->id() + ": local connection refused: " + st.error().detail);
       continue;
     }
-    // Indexes follow accept order, which is QEMU's connect order.
-    uint32_t index = mig->next_source_index(kind);
-    auto s = mig->add_stream(kind, index, o_.timeouts);
-    if (!s) {
-      if (!terminal(mig->state())) mig->fail(s.error().code, mig->name_of(kind, index), s.error().message());
-      continue;
-    }
-    s.value()->qemu = ProcessWatch::of(qemu);
-    mig->attach_local(s.value(), std::move(local));
-    std::thread(&DataPlane::handle_outgoing, this, mig, s.value()).detach();
+    adopt_local(mig, std::move(local), kind, qemu);
   }
+}
+
+void DataPlane::adopt_local(const std::shared_ptr<Migration>& mig, Fd local, wire::Kind kind, pid_t qemu) {
+  // Indexes follow accept order, which is QEMU's connect order.
+  uint32_t index = mig->next_source_index(kind);
+  auto s = mig->add_stream(kind, index, o_.timeouts);
+  if (!s) {
+    if (!terminal(mig->state())) mig->fail(s.error().code, mig->name_of(kind, index), s.error().message());
+    return;
+  }
+  s.value()->qemu = ProcessWatch::of(qemu);
+  mig->attach_local(s.value(), std::move(local));
+  std::thread(&DataPlane::handle_outgoing, this, mig, s.value()).detach();
 }
 
 // The source's side of one stream: its first connection (made at arm, or now),

@@ -60,6 +60,11 @@ class DataPlane {
   // every connection QEMU makes there to the peer daemon.
   Status listen_local(const std::shared_ptr<Migration>& m);
 
+  // Source, transparent mode: relays a connection QEMU (or libvirtd for it)
+  // made over TCP and encmigd intercepted, as the migration's next stream of
+  // `kind`; `qemu` is the QEMU that holds it.
+  void adopt_local(const std::shared_ptr<Migration>& m, Fd local, wire::Kind kind, pid_t qemu);
+
   // Source: the connections made when `id` was armed (none: all zero).
   Preconnected::Counts preconnected(const std::string& id);
 

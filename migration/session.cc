@@ -160,7 +160,7 @@ bool Migration::finish_locked(MigrationState outcome, const std::string& line, E
   ended_ = std::chrono::steady_clock::now();
   if (outcome != MigrationState::kCompleted) error_ = line;
   // One line, naming the migration and the reason; never key bytes.
-  log_line("migration " + id_hex_ + " " + state_name(outcome) + ": " + line);
+  log_line("migration " + id_hex_ + " " + state_name(outcome) + ": " + line + (cfg_.context.empty() ? "" : " [" + cfg_.context + "]"));
   if (outcome != MigrationState::kCompleted && on_failure_) on_failure_(code);
   teardown_locked();
   emit_state_locked();
@@ -171,6 +171,16 @@ void Migration::fail(ErrorCode code, const std::string& stream, const std::strin
   std::lock_guard<std::mutex> g(mu_);
   std::string why = "stream " + stream + ": " + (detail.empty() ? std::string(error_code_name(code)) : detail);
   finish_locked(code == ErrorCode::kCancelled ? MigrationState::kCancelled : MigrationState::kFailed, why, code);
+}
+
+int Migration::streams_opened() const {
+  std::lock_guard<std::mutex> g(mu_);
+  return int(streams_.size());
+}
+
+int Migration::streams_open() const {
+  std::lock_guard<std::mutex> g(mu_);
+  return open_streams_locked();
 }
 
 int Migration::open_streams_locked() const {
@@ -386,6 +396,8 @@ std::string Migration::status_json() const {
          {"streams", streams}};
   if (ending_ && !terminal(state_)) j["ending"] = true;
   if (!error_.empty()) j["error"] = error_;
+  j["mode"] = cfg_.transparent ? "transparent" : "armed";
+  if (!cfg_.context.empty()) j["context"] = cfg_.context;
   return j.dump();
 }
 

@@ -56,6 +56,15 @@ struct MigrationConfig {
   bool postcopy_preempt = false;
   LocalPeerPolicy local_peer;  // who may use the QEMU-side sockets
   int socket_gid = -1;         // source: group of the sockets QEMU connects to (-1: root's)
+  // Transparent mode (daemon/interceptor.h): QEMU's own TCP connections,
+  // intercepted on the source; on the destination, QEMU's TCP listener at
+  // `qemu_tcp`, which must belong to the QEMU of the domain with UUID
+  // `domain_uuid` (looked up by name `local_peer.libvirt_domain` at arm).
+  bool transparent = false;
+  HostPort qemu_tcp;
+  std::string domain_uuid;
+  // Who, what and why, for query-migrations and the log lines.
+  std::string context;
 };
 
 // Limits and timers the data plane applies to every migration.
@@ -175,6 +184,9 @@ class Migration {
   std::chrono::steady_clock::time_point ended_at() const;
 
   void add_listener(LocalListener l);
+  // Streams opened so far, and those of them not yet closed or failed.
+  int streams_opened() const;
+  int streams_open() const;
   std::string status_json() const;
 
  private:

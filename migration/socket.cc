@@ -58,6 +58,7 @@ void apply_socket_options(int fd, const SocketOptions& opts) {
   if (opts.nodelay) setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
   if (opts.notsent_lowat > 0) setsockopt(fd, IPPROTO_TCP, TCP_NOTSENT_LOWAT, &opts.notsent_lowat, sizeof opts.notsent_lowat);
   if (opts.user_timeout_ms > 0) setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &opts.user_timeout_ms, sizeof opts.user_timeout_ms);
+  if (opts.mark) setsockopt(fd, SOL_SOCKET, SO_MARK, &opts.mark, sizeof opts.mark);
   if (opts.buffer_bytes > 0) {
     int b = opts.buffer_bytes;
     // The FORCE variants bypass net.core.[rw]mem_max. size_socket_buffers()

@@ -56,6 +56,9 @@ struct SocketOptions {
   // TCP_USER_TIMEOUT: data left unacknowledged by the peer's kernel this long
   // breaks the connection (a black hole is noticed, and the stream resumes). 0 = unset.
   int user_timeout_ms = 0;
+  // SO_MARK (needs CAP_NET_ADMIN): encmigd's own plain connections into the
+  // migration port range carry it, so its interception rule lets them pass. 0 = unset.
+  uint32_t mark = 0;
 };
 
 // How TCP buffers will be sized, decided once at start from what the kernel

@@ -44,6 +44,19 @@ static const char kUsage[] =
     "                        'none' disables it: QMP-direct use only)\n"
     "  --run-dir DIR         per-migration UNIX sockets (default /run/encmig)\n"
     "  --qemu-group GROUP    group allowed to use those sockets (default libvirt-qemu, if it exists)\n"
+    "  --transparent         carry every migration libvirt starts on this host (unchanged virsh\n"
+    "                        migrate, Nova, any libvirt client), by each domain's policy: an\n"
+    "                        nftables table redirects QEMU's and libvirtd's TCP connections into\n"
+    "                        libvirt's migration ports (qemu.conf) to encmigd\n"
+    "  --peer-libvirt-uri T  the destination's libvirt for the key hand-off, with this host's\n"
+    "                        libvirt client credentials; %s = the destination's address\n"
+    "                        (default qemu+tls://%s/system)\n"
+    "  --intercept-port N    local port the table redirects to (default 16521)\n"
+    "  --qemu-conf PATH      where libvirt's migration_port_min/max are (default /etc/libvirt/qemu.conf)\n"
+    "  --qemu-user USER      QEMU's user, whose connections are caught besides root's (default libvirt-qemu)\n"
+    "  --handoff-timeout MS  transparent: no answer from the destination's encmigd in this long means\n"
+    "                        it has none (default 3000)\n"
+    "  --allow-insecure-handoff  transparent: hand keys over libvirt connections that are not secure (labs only)\n"
     "  --test-fault KIND:N   for encmig's own tests only: deliver DATA record N of every stream\n"
     "                        twice (repeat-record) or not at all (skip-record)\n"
     "  --help\n";
@@ -65,7 +78,8 @@ static rlim_t raise_fd_limit() {
 
 int main(int argc, char** argv) {
   DaemonOptions o;
-  bool pending_set = false, per_address_set = false;
+  bool pending_set = false, per_address_set = false, transparent = false;
+  InterceptOptions t;
   for (int i = 1; i < argc; i++) {
     std::string a = argv[i];
     auto next = [&]() -> std::string {
@@ -159,10 +173,28 @@ int main(int argc, char** argv) {
       o.run_dir = next();
     } else if (a == "--qemu-group") {
       o.qemu_group = next();
+    } else if (a == "--transparent") {
+      transparent = true;
+    } else if (a == "--peer-libvirt-uri" || a == "--intercept-port" || a == "--qemu-conf" || a == "--qemu-user" ||
+               a == "--handoff-timeout" || a == "--allow-insecure-handoff") {
+      if (a == "--peer-libvirt-uri") t.peer_uri = next();
+      else if (a == "--intercept-port") t.port = uint16_t(number(1, 65535));
+      else if (a == "--qemu-conf") t.qemu_conf = next();
+      else if (a == "--qemu-user") t.qemu_user = next();
+      else if (a == "--handoff-timeout") t.handoff_timeout_ms = number(100, 600000);
+      else t.allow_insecure_handoff = true;
     } else {
       std::fprintf(stderr, "encmigd: unknown option %s\n%s", a.c_str(), kUsage);
       return 2;
     }
+  }
+  if (transparent) {
+    if (o.libvirt_uri.empty()) {
+      std::fprintf(stderr, "encmigd: --transparent needs libvirt (--libvirt)\n");
+      return 2;
+    }
+    t.libvirt_uri = o.libvirt_uri;
+    o.intercept = t;
   }
   // Key hygiene: no core dumps, no ptrace by other users.
   rlimit no_core{0, 0};

@@ -1,4 +1,4 @@
-#include "cli/policy.h"
+#include "common/policy.h"
 
 #include "common/libvirt.h"
 

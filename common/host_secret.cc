@@ -1,4 +1,4 @@
-#include "cli/host_secret.h"
+#include "common/host_secret.h"
 
 #include <cstring>
 #include <thread>

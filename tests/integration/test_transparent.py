@@ -1,0 +1,138 @@
+#!/usr/bin/env python3
+"""The transparent mode: an unchanged `virsh migrate` (and any libvirt client)
+is carried by encmigd as the domain's policy says. Two libvirt hosts as Debian
+ships them (QEMU as libvirt-qemu), libvirt over qemu+tls://, encmigd confined
+as its unit confines it and started with --transparent. A tap on host a's
+veth (tests/integration/sniff.py) sees every byte between the hosts.
+Usage: test_transparent.py [CASE...]"""
+import json, os, subprocess, time
+
+from harness import Qmp, run, wait_for
+from hosts import ENCMIG, TwoHosts
+from sniff import Sniffer
+from test_libvirt import assert_continued, assert_no_secrets, running_on, serial_ops, start_guest
+
+PORTS = (49152, 49215)
+
+
+def transparent_args(hosts):
+    return ["--transparent", "--handoff-timeout", "1500",
+            "--peer-libvirt-uri", f"qemu+tls://%s/system?pkipath={hosts.certs.client_dir}"]
+
+
+def virsh_migrate(src, dst, dom, *extra, timeout=300):
+    """`virsh migrate` exactly as an operator types it: no encmig anywhere."""
+    return src.sh(["virsh", "-c", "qemu:///system", "migrate", "--live", "--p2p", *extra, dom, dst.uri()],
+                  check=False, timeout=timeout)
+
+
+def set_policy(host, dom, mode):
+    host.sh([getattr(host, "encmig_path", ENCMIG), "policy", "-c", "qemu:///system", dom, mode])
+
+
+def stats(host):
+    q = Qmp(f"/proc/{host.holder.pid}/root/run/encmig/encmigd.sock")
+    try:
+        return q.cmd("query-stats")["transparent"]
+    finally:
+        q.close()
+
+
+def tapped(host, marker):
+    return host.in_netns(lambda: Sniffer(host.dev, marker.encode()))
+
+
+def unchanged_virsh():
+    """Encrypted by default (policy opportunistic): single stream, then
+    --parallel 4 back; the guest's marker never on the wire, the guest goes on.
+    Disabled: plain, untouched, the marker on the wire. Required to a host
+    whose encmigd is stopped: the migration fails and the VM stays. Opportunistic
+    to that host: plain, and said so. A process that is not a QEMU, connecting
+    into the range, is refused."""
+    hosts = TwoHosts(debian=True)
+    try:
+        a, b = hosts.a, hosts.b
+        a.start_encmigd(transparent_args(hosts))
+        b.start_encmigd(transparent_args(hosts))
+        marker = "ENCMIG-MARKER-" + os.urandom(12).hex()
+        start_guest(a, "g", marker=marker)
+
+        # 1. a -> b, unchanged virsh, single stream: encrypted.
+        tap = tapped(a, marker)
+        before = serial_ops(a, "g")[0][-1]
+        r = virsh_migrate(a, b, "g")
+        tap.close()
+        assert r.returncode == 0, r.stderr
+        assert_continued(a, b, "g", before)
+        enc = tap.bytes_to_port(16520)
+        assert enc > 4 << 20, f"only {enc} bytes between the daemons: not carried by encmigd"
+        assert tap.bytes_in_range(*PORTS) == 0, "QEMU's own migration connection crossed the wire"
+        assert not tap.marker_flows(), f"the guest RAM marker is on the wire: {tap.marker_flows()}"
+        wait_for(lambda: "completed" in a.encmigd_log() and "completed" in b.encmigd_log(), 20,
+                 "no outcome line: " + a.encmigd_log()[-2000:] + b.encmigd_log()[-2000:])
+        assert "domain g to 10.77.0.2" in a.encmigd_log() and "encrypted" in a.encmigd_log(), a.encmigd_log()
+        assert stats(a)["encrypted"] == 1, stats(a)
+        wait_for(lambda: not a.secrets() and not b.secrets(), 10, "hand-off secrets left")
+
+        # 2. b -> a, --parallel 4: every channel encrypted.
+        tap = tapped(b, marker)
+        before = serial_ops(b, "g")[0][-1]
+        r = virsh_migrate(b, a, "g", "--parallel", "--parallel-connections", "4")
+        tap.close()
+        assert r.returncode == 0, r.stderr
+        assert_continued(b, a, "g", before)
+        assert tap.bytes_in_range(*PORTS) == 0 and not tap.marker_flows()
+        wait_for(lambda: b.encmigd_log().count(" completed: 5 streams") >= 1, 20, "not 5 streams: " + b.encmigd_log()[-3000:])
+
+        # 3. Disabled: plain text, as without encmig (the control for the tap).
+        set_policy(a, "g", "disabled")
+        tap = tapped(a, marker)
+        r = virsh_migrate(a, b, "g")
+        tap.close()
+        assert r.returncode == 0, r.stderr
+        assert running_on(b, "g")
+        assert tap.marker_flows(), "marker not seen in plain mode: the tap is broken"
+        assert "policy is disabled" in a.encmigd_log()
+
+        # 4. Required to a host whose encmigd is stopped: fails, the VM stays.
+        set_policy(b, "g", "required")
+        a.stop_encmigd()
+        r = virsh_migrate(b, a, "g", timeout=120)
+        assert r.returncode != 0, "a Required migration went through without encmigd on the destination"
+        assert running_on(b, "g") and not running_on(a, "g"), "the VM did not stay on the source"
+        assert "refused (policy required)" in b.encmigd_log(), b.encmigd_log()[-2000:]
+        wait_for(lambda: not b.secrets() and not a.secrets(), 10, "hand-off secrets left")
+
+        # 5. Opportunistic, same host: plain, and said so.
+        set_policy(b, "g", "opportunistic")
+        r = virsh_migrate(b, a, "g", timeout=120)
+        assert r.returncode == 0, r.stderr + b.encmigd_log()[-1500:] + open(os.path.join(b.dir, "libvirtd.log")).read()[-3000:]
+        assert running_on(a, "g")
+        assert "no encmigd answered on the destination" in b.encmigd_log()
+        s = stats(b)
+        assert s["plain-no-encmigd"] == 1 and s["refused-policy"] == 1, s
+
+        # 6. Not a QEMU: a root process connecting into the range is refused.
+        r = b.sh(["python3", "-c", "import socket; s = socket.create_connection(('10.77.0.1', 49200), 5);"
+                  "s.settimeout(15); print(repr(s.recv(4)))"], check=False, timeout=30)
+        assert "b''" in r.stdout or "Error" in r.stderr, (r.stdout, r.stderr)
+        wait_for(lambda: "no libvirt domain's QEMU holds it" in b.encmigd_log(), 15, b.encmigd_log()[-2000:])
+
+        # A clean stop leaves no rule behind.
+        b.stop_encmigd()
+        assert "encmig" not in b.sh(["nft", "list", "tables"]).stdout
+        assert_no_secrets(hosts)
+    except BaseException:
+        if os.environ.get("ENCMIG_KEEP_LOGS"):
+            subprocess.run(["cp", "-r", hosts.dir, os.environ["ENCMIG_KEEP_LOGS"]], capture_output=True)
+        raise
+    finally:
+        hosts.close()
+
+
+CASES = {
+    "transparent-virsh": unchanged_virsh,
+}
+
+if __name__ == "__main__":
+    run(CASES)
