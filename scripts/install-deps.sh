@@ -14,7 +14,7 @@ esac
 pkgs=(
   build-essential g++ clang "$clang_rt" pkg-config meson ninja-build
   libgnutls28-dev libgcrypt20-dev libssl-dev gnutls-bin libgtest-dev nlohmann-json3-dev
-  qemu-system-x86 qemu-utils binutils python3 python3-cryptography iproute2 procps util-linux
+  qemu-system-x86 qemu-utils binutils python3 python3-cryptography python3-libvirt iproute2 procps util-linux
   libvirt-dev libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients gnuplot-nox
   cpio kmod debhelper dpkg-dev lintian nftables debootstrap
 )

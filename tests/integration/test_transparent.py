@@ -10,7 +10,8 @@ import json, os, subprocess, time
 from harness import Qmp, run, wait_for
 from hosts import ENCMIG, TwoHosts
 from sniff import Sniffer
-from test_libvirt import assert_continued, assert_no_secrets, running_on, serial_ops, start_guest
+from test_libvirt import (assert_continued, assert_no_secrets, patterned_disk, running_on, serial_ops,
+                          start_guest)
 
 PORTS = (49152, 49215)
 
@@ -130,8 +131,110 @@ def unchanged_virsh():
         hosts.close()
 
 
+def check_disk_shared(host, img, writes):
+    """check_disk while the guest runs (the test guest never writes its disk)."""
+    for pattern, off, n in writes:
+        r = host.sh(["qemu-io", "-U", "-r", "-f", "qcow2", "-c", f"read -P {pattern} {off} {n}", img], check=False)
+        assert r.returncode == 0 and "Pattern verification failed" not in r.stdout, r.stdout + r.stderr
+
+
+# OpenStack Nova's call (nova/virt/libvirt/guest.py: migrate -> migrateToURI3),
+# with its default flags (live_migration_* in nova.conf), and block migration.
+NOVA_CLIENT = """
+import sys, libvirt
+src, dest_uri, dom_name, block = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4] == "1"
+flags = (libvirt.VIR_MIGRATE_UNDEFINE_SOURCE | libvirt.VIR_MIGRATE_PERSIST_DEST | libvirt.VIR_MIGRATE_PEER2PEER |
+         libvirt.VIR_MIGRATE_LIVE)
+if block:
+    flags |= libvirt.VIR_MIGRATE_NON_SHARED_INC
+conn = libvirt.open(src)
+dom = conn.lookupByName(dom_name)
+params = {libvirt.VIR_MIGRATE_PARAM_BANDWIDTH: 0}
+if block:
+    params[libvirt.VIR_MIGRATE_PARAM_MIGRATE_DISKS] = ["vda"]
+dom.migrateToURI3(dest_uri, params, flags)
+print("migrated")
+"""
+
+
+def storage_nova_and_tenants():
+    """--copy-storage-all in managed direct mode (virsh drives both hosts, no
+    --p2p): the main stream and the NBD connection are each carried, the disk
+    arrives byte for byte. Back with Nova's own call (migrateToURI3, its flags,
+    block migration). Then another domain's QEMU, told to migrate to a port in
+    the range where something else listens on the other host (what a
+    compromised QEMU could do): the destination's encmigd refuses to relay to a
+    listener that is not that domain's QEMU, and nothing reaches it."""
+    hosts = TwoHosts(debian=True)
+    try:
+        a, b = hosts.a, hosts.b
+        a.start_encmigd(transparent_args(hosts))
+        b.start_encmigd(transparent_args(hosts))
+        img, writes = "/var/lib/libvirt/images/s.qcow2", (("0x5a", 0, "8M"), ("0xa5", "32M", "1M"))
+        patterned_disk(a, b, img, "64M", writes)
+        for h in (a, b):
+            h.sh(["chown", "libvirt-qemu:libvirt-qemu", img])
+        marker = "ENCMIG-MARKER-" + os.urandom(12).hex()
+        start_guest(a, "s", marker=marker, disk=img, persistent=True)
+
+        # Managed direct migration with storage: virsh connects to both hosts.
+        tap = tapped(a, marker)
+        before = serial_ops(a, "s")[0][-1]
+        r = a.sh(["virsh", "-c", "qemu:///system", "migrate", "--live", "--persistent", "--undefinesource",
+                  "--copy-storage-all", "s", b.uri()], check=False, timeout=300)
+        tap.close()
+        assert r.returncode == 0, r.stderr + a.encmigd_log()[-2000:]
+        assert_continued(a, b, "s", before)
+        assert tap.bytes_in_range(*PORTS) == 0, "a migration or NBD connection crossed the wire in plain text"
+        assert not tap.marker_flows(), f"the guest RAM marker is on the wire: {tap.marker_flows()}"
+        log = a.encmigd_log()
+        assert log.count("encrypted: encmigd on the destination armed") == 2, log[-3000:]  # memory and NBD
+        wait_for(lambda: b.encmigd_log().count(" completed: ") == 2, 20, b.encmigd_log()[-3000:])
+        check_disk_shared(b, img, writes)
+
+        # Nova's call back, block migration (the image exists on a: --copy-storage-inc).
+        py = "/usr/bin/python3"
+        before = serial_ops(b, "s")[0][-1]
+        tap = tapped(b, marker)
+        r = b.sh([py, "-c", NOVA_CLIENT, "qemu:///system", a.uri(), "s", "1"], check=False, timeout=300)
+        tap.close()
+        assert r.returncode == 0 and "migrated" in r.stdout, r.stdout + r.stderr + b.encmigd_log()[-2000:]
+        assert_continued(b, a, "s", before)
+        assert tap.bytes_in_range(*PORTS) == 0 and not tap.marker_flows()
+        assert b.encmigd_log().count("encrypted: encmigd on the destination armed") == 2, b.encmigd_log()[-3000:]
+        assert "s" not in b.virsh("list", "--all", "--name").stdout.split(), "Nova's UNDEFINE_SOURCE not honoured"
+
+        # Another domain's QEMU aims at a port in the range on b, where a root
+        # process listens: b's encmigd will not relay there.
+        start_guest(a, "evil")
+        listener = b.sh(["sh", "-c", "timeout 20 python3 -c \"import socket; s = socket.socket(); "
+                         "s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(('10.77.0.2', 49200)); "
+                         "s.listen(); c, _ = s.accept(); c.settimeout(5); print('got', len(c.recv(65536)))\" "
+                         "> /tmp/evil-listener.out 2>&1 & echo started"])
+        time.sleep(0.5)
+        a.virsh("qemu-monitor-command", "evil", json.dumps({"execute": "migrate", "arguments": {"uri": "tcp:10.77.0.2:49200"}}))
+        wait_for(lambda: "hand-off refused" in b.encmigd_log() or "refused" in a.encmigd_log().split("domain evil")[-1],
+                 20, a.encmigd_log()[-2000:] + b.encmigd_log()[-2000:])
+        wait_for(lambda: "domain evil to 10.77.0.2:49200" in a.encmigd_log(), 10, a.encmigd_log()[-2000:])
+        line = [l for l in a.encmigd_log().splitlines() if "domain evil to 10.77.0.2:49200" in l][0]
+        assert ": refused: " in line and not line.split(": refused: ")[0].endswith("plain"), line
+        assert "no domain with UUID" in b.encmigd_log(), b.encmigd_log()[-2000:]
+        time.sleep(1)
+        out = b.sh(["cat", "/tmp/evil-listener.out"], check=False).stdout
+        assert "got" not in out or "got 0" in out, f"bytes reached the other listener: {out}"
+        assert running_on(a, "evil")
+        wait_for(lambda: not a.secrets() and not b.secrets(), 10, "hand-off secrets left")
+    except BaseException:
+        if os.environ.get("ENCMIG_KEEP_LOGS"):
+            subprocess.run(["cp", "-r", hosts.dir, os.environ["ENCMIG_KEEP_LOGS"]], capture_output=True)
+        raise
+    finally:
+        hosts.close()
+
+
 CASES = {
     "transparent-virsh": unchanged_virsh,
+    "transparent-storage-nova-tenants": storage_nova_and_tenants,
 }
 
 if __name__ == "__main__":
