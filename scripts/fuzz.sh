@@ -12,7 +12,7 @@ proto=(crypto/secret.cc crypto/random.cc crypto/hkdf.cc crypto/digest.cc crypto/
        crypto/aead_gnutls.cc crypto/aead_gcrypt.cc crypto/aead_openssl.cc crypto/aead_select.cc
        migration/wire.cc migration/key_schedule.cc migration/handshake.cc migration/record.cc)
 control=("${proto[@]}" migration/log.cc migration/socket.cc migration/local_peer.cc migration/buffer_pool.cc migration/channel.cc migration/stream_link.cc migration/session.cc
-         common/qmp.cc common/libvirt.cc common/handoff.cc daemon/arm_request.cc)
+         common/qmp.cc common/libvirt.cc common/handoff.cc daemon/arm_request.cc migration/tcp_owner.cc daemon/nft_table.cc)
 flags=(-std=c++20 -O1 -g -fsanitize=fuzzer,address,undefined -I"$top")
 status=0
 for target in fuzz_hello fuzz_record fuzz_control; do

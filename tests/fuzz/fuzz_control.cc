@@ -3,7 +3,9 @@
 //    (daemon/arm_request.h) for both roles;
 //  - a libvirt hand-off secret's XML and description (common/handoff.h), then
 //    the same parser on the hand-off channel;
-//  - what encmig reads from a daemon's answers (common/json.h readers).
+//  - what encmig reads from a daemon's answers (common/json.h readers);
+//  - the transparent mode's host-side text: /proc/net/tcp and tcp6
+//    (migration/tcp_owner.h) and qemu.conf's port range (daemon/nft_table.h).
 // Nothing may throw or crash, whatever the bytes.
 #include <cstddef>
 #include <cstdint>
@@ -13,12 +15,19 @@
 #include "common/json.h"
 #include "common/qmp.h"
 #include "daemon/arm_request.h"
+#include "daemon/nft_table.h"
+#include "migration/tcp_owner.h"
 
 using namespace encmig;
 using nlohmann::json;
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   std::string text(reinterpret_cast<const char*>(data), size);
+  (void)parse_proc_net_tcp(text, false);
+  (void)parse_proc_net_tcp(text, true);
+  uint16_t lo = 49152, hi = 49215;
+  parse_qemu_conf_ports(text, lo, hi);
+  if (lo > hi) __builtin_trap();
   std::string buf = text;
   for (auto& obj : split_json_objects(buf)) {
     json req = json::parse(obj, nullptr, false);
