@@ -6,8 +6,10 @@
 
 #include <cerrno>
 #include <cmath>
+#include <thread>
 
 #include "daemon/arm_request.h"
+#include "daemon/metrics.h"
 #include "migration/log.h"
 
 namespace encmig {
@@ -84,8 +86,21 @@ void Daemon::run() {
       return;
     }
   }
+  std::atomic<bool> done{false};
+  std::thread metrics;
+  if (!opts_.metrics_file.empty()) {
+    metrics = std::thread([this, &done] {
+      while (!done) {
+        write_metrics();
+        for (int i = 0; i < 100 && !done; i++) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      }
+    });
+  }
   qmp_->run();
+  done = true;
+  if (metrics.joinable()) metrics.join();
   if (intercept_) intercept_->stop();
+  if (!opts_.metrics_file.empty()) write_metrics();
   data_->stop();
 }
 
@@ -114,7 +129,13 @@ Result<json> Daemon::end_migration(const std::string& id, bool cancel, const std
   if (!mig) return make_error(ErrorCode::kUnknownMigration, id);
   mig->end(cancel, reason);
   data_->retire(mig);
-  return status_of(*mig);
+  json st = status_of(*mig);
+  {
+    std::lock_guard<std::mutex> g(ended_mu_);
+    for (const char* k : {"bytes-out", "bytes-in", "resumes"})
+      ended_totals_[k] = ended_totals_[k].get<double>() + (st.contains(k) && st[k].is_number() ? st[k].get<double>() : 0);
+  }
+  return st;
 }
 
 json Daemon::status_of(const Migration& m) {
@@ -136,6 +157,18 @@ Result<json> Daemon::arm(json& args) {
   auto mig = arm_migration(std::move(cfg.value()), std::move(sec.value()));
   if (!mig) return mig.error();
   return json{{"id", idh}, {"state", "armed"}};
+}
+
+void Daemon::write_metrics() {
+  json migrations = json::array();
+  for (auto& m : data_->list()) migrations.push_back(status_of(*m));
+  json ended;
+  {
+    std::lock_guard<std::mutex> g(ended_mu_);
+    ended = ended_totals_;
+  }
+  if (!write_file_atomically(opts_.metrics_file, prometheus_text(stats_json(), migrations, ended)))
+    log_.log("metrics", "cannot write " + opts_.metrics_file + ": " + errno_text(errno));
 }
 
 json Daemon::protocol_versions() const {

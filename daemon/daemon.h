@@ -5,6 +5,7 @@
 // is only main() around this.
 #pragma once
 #include <atomic>
+#include <mutex>
 #include <memory>
 #include <string>
 
@@ -12,6 +13,7 @@
 #include "daemon/interceptor.h"
 #include "daemon/qmp_server.h"
 #include "migration/data_plane.h"
+#include "migration/log.h"
 
 namespace encmig {
 
@@ -33,6 +35,8 @@ struct DaemonOptions {
   std::string qemu_group;               // group that may use them ("" = libvirt-qemu if it exists)
   // AES-256-GCM engine: nullopt = the fastest that passes its known answers.
   std::optional<AeadEngineId> aead_engine;
+  // Prometheus text for node-exporter's textfile collector (daemon/metrics.h); "" = off.
+  std::string metrics_file;
   // The transparent mode (daemon/interceptor.h); nullopt = off.
   std::optional<InterceptOptions> intercept;
 };
@@ -72,6 +76,10 @@ class Daemon {
   std::unique_ptr<QmpServer> qmp_;
   std::unique_ptr<Interceptor> intercept_;
   std::atomic<uint64_t> armed_total_{0};
+  std::mutex ended_mu_;
+  json ended_totals_ = json{{"bytes-out", 0}, {"bytes-in", 0}, {"resumes", 0}};
+  void write_metrics();
+  RateLimitedLog log_;
 };
 
 }  // namespace encmig

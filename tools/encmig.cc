@@ -17,6 +17,7 @@
 #include "cli/qmp_direct.h"
 #include "cli/summary.h"
 #include "common/args.h"
+#include "cli/status.h"
 #include "migration/handshake_io.h"
 
 using namespace encmig;
@@ -29,6 +30,7 @@ static const char kUsage[] =
     "       encmig place [-c URI] [--encrypted[=MODE]] [--json] DOMAIN DESTURI...\n"
     "       encmig migrate-postcopy [-c URI] DOMAIN   (switch a running migration to postcopy)\n"
     "       encmig probe HOST:PORT\n"
+    "       encmig status [--control PATH] [--json]   (migrations in flight on this host; root)\n"
     "\n"
     "migrate (libvirt) options, as in virsh migrate:\n"
     "  -c, --connect URI       source libvirt URI (default: libvirt's default)\n"
@@ -305,6 +307,26 @@ static int cmd_place(int argc, char** argv) {
   return r.contains("chosen") ? 0 : 3;
 }
 
+// The migrations in flight on this host, from the local encmigd.
+static int cmd_status(int argc, char** argv) {
+  std::string control = "/run/encmig/encmigd.sock";
+  bool as_json = false;
+  for (int i = 2; i < argc; i++) {
+    std::string a = argv[i];
+    if (a == "--json") as_json = true;
+    else if (a == "--control" && i + 1 < argc) control = argv[++i];
+    else usage_error("status: unknown option " + a);
+  }
+  auto st = daemon_status(control);
+  if (!st) {
+    std::fprintf(stderr, "encmig: %s\n", st.error().text().c_str());
+    return 1;
+  }
+  if (as_json) std::printf("%s\n", st->dump(2).c_str());
+  else std::fputs(format_status(st.value()).c_str(), stdout);
+  return 0;
+}
+
 int main(int argc, char** argv) {
   signal(SIGPIPE, SIG_IGN);
   // Key hygiene: encmig holds migration keys too; no core dumps, no ptrace by others.
@@ -321,5 +343,6 @@ int main(int argc, char** argv) {
   if (cmd == "policy") return cmd_policy(argc, argv);
   if (cmd == "place") return cmd_place(argc, argv);
   if (cmd == "probe") return cmd_probe(argc, argv);
+  if (cmd == "status") return cmd_status(argc, argv);
   usage_error("unknown command '" + cmd + "'");
 }

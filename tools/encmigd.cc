@@ -44,6 +44,8 @@ static const char kUsage[] =
     "                        'none' disables it: QMP-direct use only)\n"
     "  --run-dir DIR         per-migration UNIX sockets (default /run/encmig)\n"
     "  --qemu-group GROUP    group allowed to use those sockets (default libvirt-qemu, if it exists)\n"
+    "  --metrics-file PATH   write counters in the Prometheus text format to PATH every 10 s, for\n"
+    "                        node-exporter's textfile collector (default: off)\n"
     "  --transparent         carry every migration libvirt starts on this host (unchanged virsh\n"
     "                        migrate, Nova, any libvirt client), by each domain's policy: an\n"
     "                        nftables table redirects QEMU's and libvirtd's TCP connections into\n"
@@ -173,6 +175,8 @@ int main(int argc, char** argv) {
       o.run_dir = next();
     } else if (a == "--qemu-group") {
       o.qemu_group = next();
+    } else if (a == "--metrics-file") {
+      o.metrics_file = next();
     } else if (a == "--transparent") {
       transparent = true;
     } else if (a == "--peer-libvirt-uri" || a == "--intercept-port" || a == "--qemu-conf" || a == "--qemu-user" ||

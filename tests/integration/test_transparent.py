@@ -53,7 +53,7 @@ def unchanged_virsh():
     hosts = TwoHosts(debian=True)
     try:
         a, b = hosts.a, hosts.b
-        a.start_encmigd(transparent_args(hosts))
+        a.start_encmigd(transparent_args(hosts) + ["--metrics-file", "/run/encmig.prom"])
         b.start_encmigd(transparent_args(hosts))
         marker = "ENCMIG-MARKER-" + os.urandom(12).hex()
         start_guest(a, "g", marker=marker)
@@ -74,6 +74,14 @@ def unchanged_virsh():
         assert "domain g to 10.77.0.2" in a.encmigd_log() and "encrypted" in a.encmigd_log(), a.encmigd_log()
         assert stats(a)["encrypted"] == 1, stats(a)
         wait_for(lambda: not a.secrets() and not b.secrets(), 10, "hand-off secrets left")
+        # What an operator and a fleet's monitoring see.
+        out = a.sh([getattr(a, "encmig_path", ENCMIG), "status"]).stdout
+        assert "transparent mode:" in out and "encrypted=1" in out and "transparent" in out, out
+        prom = f"/proc/{a.holder.pid}/root/run/encmig.prom"
+        wait_for(lambda: 'encmig_transparent_total{what="encrypted"} 1' in open(prom).read(), 15,
+                 "metrics file: " + (open(prom).read() if os.path.exists(prom) else "missing"))
+        text = open(prom).read()
+        assert "# TYPE encmig_bytes_total counter" in text and 'encmig_bytes_total{direction="out"} 0\n' not in text, text
 
         # 2. b -> a, --parallel 4: every channel encrypted.
         tap = tapped(b, marker)
@@ -118,6 +126,19 @@ def unchanged_virsh():
                   "s.settimeout(15); print(repr(s.recv(4)))"], check=False, timeout=30)
         assert "b''" in r.stdout or "Error" in r.stderr, (r.stdout, r.stderr)
         wait_for(lambda: "no libvirt domain's QEMU holds it" in b.encmigd_log(), 15, b.encmigd_log()[-2000:])
+
+        # 7. Opportunistic to a host whose encmigd answers but whose data port
+        #    is black-holed: fails, never plain.
+        a.start_encmigd(transparent_args(hosts))
+        b.sh(["nft", "-f", "-"], input="table inet blackhole {\n chain in {\n type filter hook input priority 0;\n"
+             " tcp dport 16520 drop\n }\n}\n")
+        tap = tapped(a, marker)
+        r = virsh_migrate(a, b, "g", timeout=180)
+        tap.close()
+        b.sh(["nft", "delete", "table", "inet", "blackhole"])
+        assert r.returncode != 0, "migrated although the destination's data port was black-holed"
+        assert running_on(a, "g") and not running_on(b, "g")
+        assert not tap.marker_flows() and tap.bytes_in_range(*PORTS) == 0, "plain text under attack"
 
         # A clean stop leaves no rule behind.
         b.stop_encmigd()
