@@ -150,7 +150,8 @@ json Interceptor::stats() const {
               {"plain-no-encmigd", plain_no_daemon_.load()},
               {"refused-policy", refused_.load()},
               {"failed", failed_.load()},
-              {"plain-relays", plain_relays_.load()}};
+              {"plain-relays", plain_relays_.load()},
+              {"refused-over-limit", over_limit_.load()}};
 }
 
 void Interceptor::accept_loop(int lfd, int family) {
@@ -177,11 +178,18 @@ void Interceptor::accept_loop(int lfd, int family) {
     }
     const TcpEndpoint dest = TcpEndpoint::from_sockaddr(reinterpret_cast<sockaddr*>(&od));
     const TcpEndpoint from = TcpEndpoint::from_sockaddr(reinterpret_cast<sockaddr*>(&pd));
+    if (in_flight_.load() >= o_.max_pending) {
+      over_limit_++;
+      log_.log("over-limit", "transparent mode: connection from " + from.str() + " to " + dest.str() +
+                                 " refused: " + std::to_string(o_.max_pending) + " connections are being identified already");
+      continue;
+    }
     Ticket t{dest.str(), 0};
     {
       std::lock_guard<std::mutex> l(mu_);
       t.seq = ++turns_[t.dest].issued;
     }
+    in_flight_++;
     std::thread(&Interceptor::handle, this, std::move(conn), family, dest, from, t).detach();
   }
 }
@@ -240,6 +248,7 @@ void Interceptor::handle(Fd conn, int, TcpEndpoint dest, TcpEndpoint from, Ticke
     ~Turn() {
       take();
       self->turn_done(t);
+      self->in_flight_--;
     }
   } turn{this, ticket};
   if (dest.port < rule_.port_min || dest.port > rule_.port_max) {
@@ -281,6 +290,16 @@ void Interceptor::handle(Fd conn, int, TcpEndpoint dest, TcpEndpoint from, Ticke
       std::lock_guard<std::mutex> l(mu_);
       auto& slot = groups_[key];
       if (!slot || slot->finished) {
+        int of_domain = 0;
+        for (auto& [k, other] : groups_)
+          of_domain += other && other != slot && other->uuid == info->uuid;
+        if (of_domain >= o_.max_groups_per_domain) {
+          over_limit_++;
+          if (!slot) groups_.erase(key);
+          log_.log("over-limit", "transparent mode: connection of domain " + q.domain + " to " + dest.str() +
+                                     " refused: it has " + std::to_string(of_domain) + " migrations in flight already");
+          return;
+        }
         slot = std::make_shared<Group>();
         slot->key = key;
         slot->domain = q.domain;

@@ -36,6 +36,7 @@
 #include "common/policy.h"
 #include "daemon/nft_table.h"
 #include "migration/key_schedule.h"
+#include "migration/log.h"
 #include "migration/socket.h"
 #include "migration/tcp_owner.h"
 
@@ -55,6 +56,10 @@ struct InterceptOptions {
   std::string qemu_user = "libvirt-qemu";            // besides root, whose connections are caught
   int handoff_timeout_ms = 3000;  // no answer: the destination runs no encmigd
   int owner_wait_ms = 10000;      // for libvirtd to hand the socket to QEMU
+  // Bounds on what local processes can make encmigd hold: connections being
+  // identified at once, and migrations (hand-offs) per domain at once.
+  int max_pending = 256;
+  int max_groups_per_domain = 8;
   bool allow_insecure_handoff = false;
   std::string nft = "/usr/sbin/nft";
 };
@@ -100,6 +105,7 @@ class Interceptor {
 
   Daemon& d_;
   InterceptOptions o_;
+  RateLimitedLog log_;
   InterceptRule rule_;
   Fd listen4_, listen6_;
   std::atomic<bool> stop_{false};
@@ -115,7 +121,8 @@ class Interceptor {
   VirConn lv_;  // the local libvirt: domains by name, their policy
   // Counters (query-stats, the Prometheus text).
   std::atomic<uint64_t> connections_{0}, not_qemu_{0}, encrypted_{0}, plain_disabled_{0}, plain_no_daemon_{0},
-      refused_{0}, failed_{0}, plain_relays_{0};
+      refused_{0}, failed_{0}, plain_relays_{0}, over_limit_{0};
+  std::atomic<int> in_flight_{0};  // connections being identified
 };
 
 }  // namespace encmig

@@ -4,7 +4,7 @@ libvirtd). For the transparent mode, where no proxy can be put in the path
 without changing what is tested. Counts payload bytes per TCP port pair and
 looks for a marker in each flow's bytes in order (veth neither loses nor
 reorders, and a marker split across two segments is still found)."""
-import socket, struct, threading
+import socket, struct, threading, time
 
 ETH_P_ALL = 0x0003
 
@@ -13,6 +13,7 @@ class Sniffer:
     def __init__(self, dev, marker):
         self.marker = marker
         self.flows = {}  # (src, sport, dst, dport) -> [bytes, tail, seen]
+        self.first_payload = {}  # (src, sport, dst, dport) -> time.time() of its first payload byte
         self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
         self.sock.setsockopt(socket.SOL_SOCKET, 33, 256 << 20)  # SO_RCVBUFFORCE: drop nothing
         self.sock.bind((dev, 0))
@@ -30,13 +31,15 @@ class Sniffer:
                 continue
             except OSError:
                 return
-            self._packet(pkt)
+            self._packet(pkt, addr)
 
-    def _packet(self, pkt):
-        if len(pkt) < 14:
-            return
-        eth_type = struct.unpack("!H", pkt[12:14])[0]
-        off = 14
+    def _packet(self, pkt, addr):
+        if addr[3] == 1:  # ARPHRD_ETHER (veth)
+            if len(pkt) < 14:
+                return
+            eth_type, off = struct.unpack("!H", pkt[12:14])[0], 14
+        else:  # a TUN device (bench/wanem): the packet starts at its IP header
+            eth_type, off = addr[1], 0
         if eth_type == 0x0800:
             ihl = (pkt[off] & 0x0F) * 4
             if pkt[off + 9] != 6:
@@ -60,6 +63,7 @@ class Sniffer:
         if not payload:
             return
         with self.lock:
+            self.first_payload.setdefault((src, sport, dst, dport), time.time())
             f = self.flows.setdefault((src, sport, dst, dport), [0, b"", False])
             f[0] += len(payload)
             data = f[1] + payload
