@@ -10,7 +10,7 @@
 #include <thread>
 
 #include "common/host_secret.h"
-#include "cli/switchover.h"
+#include "common/switchover.h"
 #include "common/json.h"
 #include "common/libvirt.h"
 #include "migration/session.h"
@@ -338,7 +338,7 @@ class LibvirtMigration {
     virDomainPtr d = dom_.get();
     virConnectPtr dconn = dst_.get();
     // Encrypted: QEMU's downtime limit is lowered while it copies by the
-    // source daemon's in-flight bytes (cli/switchover.h).
+    // source daemon's in-flight bytes (common/switchover.h).
     unsigned long long asked_ms = 0;
     if (encrypted_ && virDomainMigrateGetMaxDowntime(d, &asked_ms, 0) == 0) limit_.emplace(int(asked_ms));
     virResetLastError();

@@ -11,7 +11,7 @@
 #include <optional>
 #include <thread>
 
-#include "cli/switchover.h"
+#include "common/switchover.h"
 #include "common/json.h"
 #include "common/qmp.h"
 #include "crypto/encoding.h"
@@ -173,7 +173,7 @@ LinkView link_view(QmpClient* d, const std::string& id) {
 }
 
 // QEMU's downtime limit lowered by the source daemon's in-flight bytes
-// (cli/switchover.h), set with migrate-set-parameters and given back at the end.
+// (common/switchover.h), set with migrate-set-parameters and given back at the end.
 class SwitchoverBudget {
  public:
   SwitchoverBudget(QmpClient& src, QmpClient* sd, std::string id)

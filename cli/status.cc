@@ -1,6 +1,7 @@
 #include "cli/status.h"
 
 #include <cstdio>
+#include <ctime>
 
 #include "common/json.h"
 #include "common/qmp.h"
@@ -16,7 +17,9 @@ Result<json> daemon_status(const std::string& control) {
   if (!m) return m.error();
   auto s = q->execute("query-stats");
   if (!s) return s.error();
-  return json{{"migrations", m.value()}, {"stats", s.value()}};
+  json out{{"migrations", m.value()}, {"stats", s.value()}};
+  if (auto t = q->execute("query-transparent")) out["transparent"] = t.value();  // older daemons: absent
+  return out;
 }
 
 std::string format_status(const json& st) {
@@ -37,6 +40,18 @@ std::string format_status(const json& st) {
     out += line;
   }
   if (ms.empty()) out += "(no migration on this host)\n";
+  if (st.contains("transparent") && st["transparent"].is_object() && st["transparent"].value("recent", json()).is_array()) {
+    const json& recent = st["transparent"]["recent"];
+    if (!recent.empty()) out += "transparent mode, last decisions (newest last):\n";
+    for (const auto& d : recent) {
+      if (!d.is_object()) continue;
+      char t[32] = "?";
+      std::time_t when = std::time_t(json_int(d, "time"));
+      if (struct tm tmv; localtime_r(&when, &tmv)) std::strftime(t, sizeof t, "%H:%M:%S", &tmv);
+      out += std::string("  ") + t + "  " + json_string(d, "domain") + " -> " + json_string(d, "destination") + "  policy " +
+             json_string(d, "policy") + ": " + json_string(d, "why") + "\n";
+    }
+  }
   if (st.contains("stats") && st["stats"].is_object()) {
     const json& t = st["stats"].value("transparent", json());
     if (t.is_object()) {

@@ -18,7 +18,7 @@ namespace {
 const json kVersionJson{{"qemu", {{"major", 0}, {"minor", 1}, {"micro", 0}}}, {"package", kSoftware}};
 const char* const kCommands[] = {"qmp_capabilities", "query-version", "query-commands", "query-command-arguments",
                                  "query-encmig-capabilities", "migration-arm", "query-migrations", "migration-end",
-                                 "migration-cancel", "query-stats"};
+                                 "migration-cancel", "query-stats", "query-transparent"};
 
 std::string str_arg(const json& a, const char* k) {
   auto it = a.find(k);
@@ -54,17 +54,28 @@ Result<std::unique_ptr<Daemon>> Daemon::create(DaemonOptions opts) {
   auto data = DataPlane::create(d->opts_.data);
   if (!data) return data.error();
   d->data_ = std::move(data.value());
-  Daemon* self = d.get();
-  auto q = QmpServer::create(d->opts_.control_path, kVersionJson,
-                             [self](const std::string& c, json& a) { return self->command(c, a); });
-  if (!q) return q.error();
-  d->qmp_ = std::move(q.value());
+  // Before the control socket: a daemon that cannot intercept never looks ready.
   if (d->opts_.intercept) {
     auto i = Interceptor::create(*d, *d->opts_.intercept);
     if (!i) return i.error();
     d->intercept_ = std::move(i.value());
   }
+  Daemon* self = d.get();
+  auto q = QmpServer::create(d->opts_.control_path, kVersionJson,
+                             [self](const std::string& c, json& a) { return self->command(c, a); });
+  if (!q) return q.error();
+  d->qmp_ = std::move(q.value());
   return d;
+}
+
+Daemon::~Daemon() {
+  // The interceptor's detached threads (a connection being identified, a
+  // plain relay) may outlive run(): it is stopped, its table removed, and left
+  // to the process's exit rather than freed under them.
+  if (intercept_) {
+    intercept_->stop();
+    (void)intercept_.release();
+  }
 }
 
 void Daemon::run() {
@@ -238,6 +249,8 @@ Result<json> Daemon::command(const std::string& cmd, json& args) {
   if (cmd == "migration-arm") return arm(args);
   if (cmd == "migration-end" || cmd == "migration-cancel") return end_migration(str_arg(args, "id"), cmd == "migration-cancel");
   if (cmd == "query-stats") return stats_json();
+  if (cmd == "query-transparent")
+    return intercept_ ? intercept_->query() : json{{"rule", nullptr}, {"recent", json::array()}};
   if (cmd == "query-migrations") {
     // Ask each migration without holding the table's lock: a failing
     // migration holds its own lock while it counts the failure.

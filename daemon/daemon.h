@@ -33,6 +33,9 @@ struct DaemonOptions {
   std::string libvirt_uri = "qemu:///system";
   std::string run_dir = "/run/encmig";  // per-migration socket directories
   std::string qemu_group;               // group that may use them ("" = libvirt-qemu if it exists)
+  // libvirt's migration port range (migration_port_min/max): a transparent
+  // hand-off may only name a QEMU listener in it.
+  std::string qemu_conf = "/etc/libvirt/qemu.conf";
   // AES-256-GCM engine: nullopt = the fastest that passes its known answers.
   std::optional<AeadEngineId> aead_engine;
   // Prometheus text for node-exporter's textfile collector (daemon/metrics.h); "" = off.
@@ -44,6 +47,7 @@ struct DaemonOptions {
 class Daemon {
  public:
   static Result<std::unique_ptr<Daemon>> create(DaemonOptions opts);
+  ~Daemon();
   // Serves the control socket on the calling thread until stop().
   void run();
   // Async-signal-safe: run() returns soon after.

@@ -6,13 +6,17 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <ctime>
 #include <fstream>
+#include <optional>
 #include <sstream>
+#include <system_error>
 #include <thread>
 #include <vector>
 
 #include "common/host_secret.h"
 #include "common/json.h"
+#include "common/switchover.h"
 #include "daemon/daemon.h"
 #include "migration/log.h"
 
@@ -88,7 +92,7 @@ struct Interceptor::Group {
   Clock::time_point decided{};
   // The hand-off: the destination's libvirt and the secret there, kept until
   // the migration ends (its removal ends the destination's side).
-  VirConn dconn;
+  std::shared_ptr<virConnect> dconn;
   handoff::HostSecret secret;
   std::string context() const {
     return "transparent, domain " + domain + " to " + dest.str() + ", policy " + encrypt_mode_name(mode) +
@@ -99,16 +103,38 @@ struct Interceptor::Group {
 Result<std::unique_ptr<Interceptor>> Interceptor::create(Daemon& d, InterceptOptions o) {
   std::unique_ptr<Interceptor> i(new Interceptor(d, std::move(o)));
   parse_qemu_conf_ports(slurp(i->o_.qemu_conf), i->rule_.port_min, i->rule_.port_max);
+  if (i->o_.port >= 1024)
+    return make_error(ErrorCode::kInvalidArgument, "the intercept port must be below 1024 (privileged), not " + std::to_string(i->o_.port));
   if (i->o_.port >= i->rule_.port_min && i->o_.port <= i->rule_.port_max)
     return make_error(ErrorCode::kInvalidArgument, "the intercept port " + std::to_string(i->o_.port) +
                                                        " is inside libvirt's migration port range");
   i->rule_.uids.push_back(0);
-  if (const passwd* p = getpwnam(i->o_.qemu_user.c_str()); p && p->pw_uid != 0) i->rule_.uids.push_back(p->pw_uid);
+  const std::string conf = slurp(i->o_.qemu_conf);
+  std::string user = qemu_conf_string(conf, "user");
+  if (user.empty()) user = i->o_.qemu_user;
+  // "+N" is a numeric uid in qemu.conf.
+  uid_t quid = 0;
+  if (user.size() > 1 && user[0] == '+' && user.find_first_not_of("0123456789", 1) == std::string::npos && user.size() < 11) {
+    quid = uid_t(std::stoul(user.substr(1)));
+  } else if (const passwd* p = getpwnam(user.c_str())) {
+    quid = p->pw_uid;
+  } else {
+    // QEMU's own connections (multifd, NBD) would leave unencrypted.
+    return make_error(ErrorCode::kInvalidArgument, "QEMU's user '" + user + "' (qemu.conf's user, or --qemu-user) does not exist");
+  }
+  if (quid != 0) i->rule_.uids.push_back(quid);
   auto l4 = listen_loopback(AF_INET, i->o_.port);
   if (!l4) return l4.error();
   i->listen4_ = std::move(l4.value());
   i->rule_.redirect_port = i->o_.port;
-  if (auto l6 = listen_loopback(AF_INET6, i->o_.port)) i->listen6_ = std::move(l6.value());
+  auto l6 = listen_loopback(AF_INET6, i->o_.port);
+  if (l6) {
+    i->listen6_ = std::move(l6.value());
+  } else if (!slurp("/proc/net/if_inet6").empty()) {
+    // The rule redirects IPv6 too: a port we do not hold there would be
+    // someone else's to take.
+    return make_error(ErrorCode::kIo, l6.error().text() + " (this host has IPv6: its migrations must be intercepted too)");
+  }
   return i;
 }
 
@@ -142,6 +168,14 @@ void Interceptor::stop() {
   if (listen6_.valid()) shutdown(listen6_.get(), SHUT_RDWR);
 }
 
+json Interceptor::query() const {
+  json r{{"rule", describe()}, {"ports", {rule_.port_min, rule_.port_max}}, {"intercept-port", o_.port},
+         {"peer-libvirt-uri", o_.peer_uri}, {"counters", stats()}};
+  std::lock_guard<std::mutex> l(recent_mu_);
+  r["recent"] = recent_;
+  return r;
+}
+
 json Interceptor::stats() const {
   return json{{"connections", connections_.load()},
               {"refused-not-qemu", not_qemu_.load()},
@@ -151,7 +185,8 @@ json Interceptor::stats() const {
               {"refused-policy", refused_.load()},
               {"failed", failed_.load()},
               {"plain-relays", plain_relays_.load()},
-              {"refused-over-limit", over_limit_.load()}};
+              {"refused-over-limit", over_limit_.load()},
+              {"plain-relays-open", relays_open_.load()}};
 }
 
 void Interceptor::accept_loop(int lfd, int family) {
@@ -190,7 +225,14 @@ void Interceptor::accept_loop(int lfd, int family) {
       t.seq = ++turns_[t.dest].issued;
     }
     in_flight_++;
-    std::thread(&Interceptor::handle, this, std::move(conn), family, dest, from, t).detach();
+    try {
+      std::thread(&Interceptor::handle, this, std::move(conn), family, dest, from, t).detach();
+    } catch (const std::system_error&) {  // out of threads: this connection is refused, nothing else
+      in_flight_--;
+      over_limit_++;
+      turn_done(t);
+      log_.log("over-limit", "transparent mode: connection to " + dest.str() + " refused: cannot start a thread");
+    }
   }
 }
 
@@ -261,12 +303,18 @@ void Interceptor::handle(Fd conn, int, TcpEndpoint dest, TcpEndpoint from, Ticke
   LibvirtQemu q;
   uint32_t uid = 0;
   const auto deadline = Clock::now() + std::chrono::milliseconds(o_.owner_wait_ms);
+  auto unowned_since = Clock::now();
   for (;;) {
     auto e = find_tcp_socket(from, dest);
     uid = e.uid;
     if (e.inode) q = qemu_holding(e.inode, o_.libvirt_run_dir);
     if (q.pid || stop_) break;
     if (!e.inode || Clock::now() >= deadline) break;
+    // libvirtd connected for QEMU and will hand the socket over: wait for
+    // that. Held by nobody we know (briefly normal: in flight between them),
+    // not for long.
+    if (libvirtd_holding(e.inode, o_.libvirt_run_dir)) unowned_since = Clock::now();
+    else if (Clock::now() - unowned_since > std::chrono::milliseconds(500)) break;
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
   if (!q.pid) {
@@ -289,6 +337,12 @@ void Interceptor::handle(Fd conn, int, TcpEndpoint dest, TcpEndpoint from, Ticke
     {
       std::lock_guard<std::mutex> l(mu_);
       auto& slot = groups_[key];
+      if (slot && !slot->finished && slot->mode != info->policy.mode) {
+        // The policy changed since this group decided (say, disabled to
+        // required): what comes now is decided anew, never joined to it.
+        std::lock_guard<std::mutex> gl(slot->mu);
+        slot->finished = true;
+      }
       if (!slot || slot->finished) {
         int of_domain = 0;
         for (auto& [k, other] : groups_)
@@ -315,32 +369,73 @@ void Interceptor::handle(Fd conn, int, TcpEndpoint dest, TcpEndpoint from, Ticke
     turn.take();
     std::unique_lock<std::mutex> l(g->mu);
     if (g->finished) continue;  // ended just now: this connection starts the next migration
-    if (g->fate == Group::Fate::kDeciding) {
+    if (g->fate == Group::Fate::kDeciding) {  // deciding, or still placing the earlier ones
       g->pending.emplace_back(std::move(conn), q.pid);
       return;
     }
+    const int fate = int(g->fate);
     l.unlock();
-    return dispatch(g, std::move(conn), q.pid);
+    return dispatch(g, fate, std::move(conn), q.pid);
   }
 }
 
-void Interceptor::dispatch(const std::shared_ptr<Group>& g, Fd conn, pid_t qemu) {
-  switch (g->fate) {
+// Places one connection, in its turn: the encrypted stream's index, or the
+// plain relay's connection to the destination, follow QEMU's connect order.
+void Interceptor::dispatch(const std::shared_ptr<Group>& g, int fate, Fd conn, pid_t qemu) {
+  switch (Group::Fate(fate)) {
     case Group::Fate::kEncrypt:
       d_.data().adopt_local(g->mig, std::move(conn), wire::Kind::kMigration, qemu);
       return;
-    case Group::Fate::kPlain:
+    case Group::Fate::kPlain: {
+      if (relays_open_.load() >= o_.max_plain_relays) {
+        over_limit_++;
+        log_.log("over-limit", "transparent mode: domain " + g->domain + ": plain relay to " + g->dest.str() +
+                                   " refused: " + std::to_string(o_.max_plain_relays) + " are open already");
+        return;
+      }
+      SocketOptions so;
+      so.nodelay = true;
+      so.mark = kEncmigMark;  // past our own rule
+      so.user_timeout_ms = 60000;
+      auto out = tcp_connect(g->dest.host_port(), so, 10000);
+      if (!out) {
+        log_line("transparent mode: domain " + g->domain + ": plain relay to " + g->dest.str() + " failed: " + out.error().text());
+        return;
+      }
       plain_relays_++;
+      relays_open_++;
       {
         std::lock_guard<std::mutex> l(g->mu);
         g->relays++;
       }
-      std::thread(&Interceptor::relay_plain, this, g, std::move(conn)).detach();
+      try {
+        std::thread(&Interceptor::relay_plain, this, g, std::move(conn), std::move(out.value())).detach();
+      } catch (const std::system_error&) {
+        relays_open_--;
+        std::lock_guard<std::mutex> l(g->mu);
+        g->relays--;
+      }
       return;
+    }
     case Group::Fate::kRefuse:
     case Group::Fate::kDeciding:
       return;  // closed: libvirt's migration fails, the VM keeps running here
   }
+}
+
+Result<std::shared_ptr<virConnect>> Interceptor::peer_conn(const std::string& uri) {
+  {
+    std::lock_guard<std::mutex> l(peers_mu_);
+    auto it = peers_.find(uri);
+    if (it != peers_.end() && virConnectIsAlive(it->second.get()) == 1) return it->second;
+    if (it != peers_.end()) peers_.erase(it);
+  }
+  auto c = libvirt_open(uri);  // outside the lock: one slow destination does not hold up the others
+  if (!c) return c.error();
+  std::shared_ptr<virConnect> conn(c->release(), [](virConnectPtr p) { virConnectClose(p); });
+  std::lock_guard<std::mutex> l(peers_mu_);
+  if (peers_.size() < 256) peers_[uri] = conn;
+  return conn;
 }
 
 Result<json> Interceptor::hand_off(Group& g, MigrationSecrets& sec) {
@@ -348,13 +443,23 @@ Result<json> Interceptor::hand_off(Group& g, MigrationSecrets& sec) {
   const std::string host = hp.host.find(':') != std::string::npos ? "[" + hp.host + "]" : hp.host;
   std::string uri = o_.peer_uri;
   if (auto p = uri.find("%s"); p != std::string::npos) uri.replace(p, 2, host);
-  auto c = libvirt_open(uri);
+  auto c = peer_conn(uri);
   if (!c) return make_error(ErrorCode::kIo, "cannot reach the destination's libvirt at " + uri + ": " + c.error().text());
-  g.dconn = std::move(c.value());
+  g.dconn = c.value();
   json req{{"encmig", handoff::kFormat}, {"role", "destination"}, {"domain", g.domain}, {"domain-uuid", g.uuid},
            {"qemu-address", g.dest.str()}, {"transparent", true}};
   const std::string usage = std::string(handoff::kUsagePrefix) + id_hex(sec.id);
   auto h = handoff::HostSecret::define(g.dconn.get(), hp.host, usage, req, &sec, o_.allow_insecure_handoff);
+  if (!h && virConnectIsAlive(g.dconn.get()) != 1) {  // a cached connection that broke unseen: once more, afresh
+    {
+      std::lock_guard<std::mutex> l(peers_mu_);
+      peers_.erase(uri);
+    }
+    auto again = peer_conn(uri);
+    if (!again) return make_error(ErrorCode::kIo, "cannot reach the destination's libvirt at " + uri + ": " + again.error().text());
+    g.dconn = again.value();
+    h = handoff::HostSecret::define(g.dconn.get(), hp.host, usage, req, &sec, o_.allow_insecure_handoff);
+  }
   if (!h) return h.error();
   g.secret = std::move(h.value());
   auto a = g.secret.wait_answer(std::chrono::milliseconds(o_.handoff_timeout_ms), [this] { return stop_.load(); });
@@ -417,21 +522,46 @@ void Interceptor::decide(std::shared_ptr<Group> g) {
         break;
     }
   }
-  std::vector<std::pair<Fd, pid_t>> pending;
-  {
-    std::lock_guard<std::mutex> l(g->mu);
-    g->fate = fate;
-    g->why = why;
-    g->decided = Clock::now();
-    pending.swap(g->pending);
-  }
   const long ms = long(std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - t0).count());
   log_line("transparent mode: migration of domain " + g->domain + " to " + g->dest.str() +
            (g->mig ? " (" + g->mig->id() + ")" : "") + ": " + why + " [" + g->context() + ", decided in " +
            std::to_string(ms) + " ms]");
+  {
+    static const char* const kFate[] = {"deciding", "encrypted", "plain", "refused"};
+    json d{{"time", std::time(nullptr)}, {"domain", g->domain}, {"uuid", g->uuid}, {"destination", g->dest.str()},
+           {"policy", encrypt_mode_name(g->mode)}, {"policy-explicit", g->policy_explicit},
+           {"decision", kFate[int(fate)]}, {"why", why}, {"decided-ms", ms}};
+    if (g->mig) d["id"] = g->mig->id();
+    std::lock_guard<std::mutex> l(recent_mu_);
+    recent_.push_back(d);
+    if (recent_.size() > kRecent) recent_.erase(recent_.begin());
+  }
   if (fate != Group::Fate::kEncrypt) g->secret.undefine();
-  for (auto& [fd, pid] : pending) dispatch(g, std::move(fd), pid);
+  // Place what waited, in order; connections arriving meanwhile queue behind
+  // them. The fate is published only once the queue is empty.
+  for (;;) {
+    std::vector<std::pair<Fd, pid_t>> pending;
+    {
+      std::lock_guard<std::mutex> l(g->mu);
+      if (g->pending.empty()) {
+        g->fate = fate;
+        g->why = why;
+        g->decided = Clock::now();
+        break;
+      }
+      pending.swap(g->pending);
+    }
+    for (auto& [fd, pid] : pending) dispatch(g, int(fate), std::move(fd), pid);
+  }
   if (fate == Group::Fate::kEncrypt) return watch(g);
+  if (fate == Group::Fate::kPlain) {
+    bool none;
+    {
+      std::lock_guard<std::mutex> l(g->mu);
+      none = g->relays == 0;
+    }
+    if (none) finish(g);  // every relay failed to connect: nothing will finish it
+  }
   // A refused migration is over: QEMU sees its connection closed and libvirt
   // fails the job. A connection that comes later (a retry, or a channel of the
   // failed job) gets a decision of its own.
@@ -439,13 +569,41 @@ void Interceptor::decide(std::shared_ptr<Group> g) {
 }
 
 // An encrypted migration ends when every stream that opened has closed.
+// Meanwhile, as `encmig migrate` does (common/switchover.h), QEMU's downtime
+// limit is lowered by the time what this daemon still holds takes at QEMU's
+// own bandwidth estimate, and given back if the VM is still here at the end.
 void Interceptor::watch(std::shared_ptr<Group> g) {
   auto& m = *g->mig;
+  VirDomain dom;
+  std::optional<SwitchoverLimit> limit;
+  {
+    std::lock_guard<std::mutex> l(lv_mu_);
+    if (lv_) dom.reset(virDomainLookupByUUIDString(lv_.get(), g->uuid.c_str()));
+    unsigned long long asked = 0;
+    if (dom && virDomainMigrateGetMaxDowntime(dom.get(), &asked, 0) == 0) limit.emplace(int(asked));
+    virResetLastError();
+  }
   while (!stop_ && !terminal(m.state())) {
     if (m.state() == MigrationState::kActive && m.streams_opened() > 0 && m.streams_open() == 0) break;
     if (m.state() == MigrationState::kArmed && Clock::now() - g->decided > std::chrono::seconds(60)) break;
+    if (limit && m.state() == MigrationState::kActive) {
+      int type = 0, n = 0;
+      virTypedParameterPtr p = nullptr;
+      unsigned long long bps = 0;
+      if (virDomainGetJobStats(dom.get(), &type, &p, &n, 0) == 0) {
+        virTypedParamsGetULLong(p, n, VIR_DOMAIN_JOB_MEMORY_BPS, &bps);
+        virTypedParamsFree(p, n);
+      }
+      virResetLastError();
+      if (int want = limit->next(m.link_totals().in_flight, double(bps)); want > 0)
+        if (virDomainMigrateSetMaxDowntime(dom.get(), (unsigned long long)want, 0) == 0) limit->applied(want);
+      virResetLastError();
+    }
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
+  if (limit && limit->changed() && virDomainIsActive(dom.get()) == 1)  // the VM is still here: give the limit back
+    (void)virDomainMigrateSetMaxDowntime(dom.get(), (unsigned long long)limit->asked(), 0);
+  virResetLastError();
   {
     std::lock_guard<std::mutex> l(g->mu);
     g->finished = true;  // from here on, a connection of this domain to this port is a new migration
@@ -454,19 +612,16 @@ void Interceptor::watch(std::shared_ptr<Group> g) {
   finish(g);
 }
 
-void Interceptor::relay_plain(std::shared_ptr<Group> g, Fd conn) {
-  SocketOptions so;
-  so.nodelay = true;
-  so.mark = kEncmigMark;  // past our own rule
-  auto out = tcp_connect(g->dest.host_port(), so, 10000);
-  if (!out) {
-    log_line("transparent mode: domain " + g->domain + ": plain relay to " + g->dest.str() + " failed: " + out.error().text());
-  } else {
-    int a = conn.get(), b = out->get();
+void Interceptor::relay_plain(std::shared_ptr<Group> g, Fd conn, Fd out) {
+  int a = conn.get(), b = out.get();
+  try {
     std::thread back([a, b] { pump(b, a); });
     pump(a, b);
     back.join();
+  } catch (const std::system_error&) {
+    log_line("transparent mode: domain " + g->domain + ": plain relay to " + g->dest.str() + " failed: cannot start a thread");
   }
+  relays_open_--;
   bool last;
   {
     std::lock_guard<std::mutex> l(g->mu);

@@ -29,6 +29,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -46,20 +47,25 @@ class Daemon;
 using nlohmann::json;
 
 struct InterceptOptions {
-  uint16_t port = 16521;  // local intercept port (on 127.0.0.1 and ::1)
+  // Local intercept port (on 127.0.0.1 and ::1). Privileged (below 1024), so
+  // that no unprivileged process can take it while encmigd restarts.
+  uint16_t port = 965;
   // The destination's libvirt, reached with this host's libvirt client
   // credentials; %s is the destination's address.
   std::string peer_uri = "qemu+tls://%s/system";
   std::string qemu_conf = "/etc/libvirt/qemu.conf";  // migration_port_min/max
   std::string libvirt_uri = "qemu:///system";        // domains and their policy
   std::string libvirt_run_dir = "/run/libvirt";
-  std::string qemu_user = "libvirt-qemu";            // besides root, whose connections are caught
+  // QEMU's user, whose connections are caught besides root's: qemu.conf's
+  // `user` when set there, else this.
+  std::string qemu_user = "libvirt-qemu";
   int handoff_timeout_ms = 3000;  // no answer: the destination runs no encmigd
   int owner_wait_ms = 10000;      // for libvirtd to hand the socket to QEMU
   // Bounds on what local processes can make encmigd hold: connections being
   // identified at once, and migrations (hand-offs) per domain at once.
   int max_pending = 256;
   int max_groups_per_domain = 8;
+  int max_plain_relays = 256;
   bool allow_insecure_handoff = false;
   std::string nft = "/usr/sbin/nft";
 };
@@ -74,6 +80,9 @@ class Interceptor {
   // unencrypted again, as without encmig).
   void stop();
   json stats() const;
+  // query-transparent: the rule, the counters, and the last decisions (the
+  // plain and refused ones too, which have no migration to query).
+  json query() const;
   std::string describe() const;
 
  private:
@@ -91,17 +100,22 @@ class Interceptor {
   void handle(Fd conn, int family, TcpEndpoint dest, TcpEndpoint from, Ticket t);
   void wait_turn(const Ticket& t);
   void turn_done(const Ticket& t);
-  void dispatch(const std::shared_ptr<Group>& g, Fd conn, pid_t qemu);
+  void dispatch(const std::shared_ptr<Group>& g, int fate, Fd conn, pid_t qemu);
   void decide(std::shared_ptr<Group> g);
   Result<json> hand_off(Group& g, MigrationSecrets& sec);
   void watch(std::shared_ptr<Group> g);
-  void relay_plain(std::shared_ptr<Group> g, Fd conn);
+  void relay_plain(std::shared_ptr<Group> g, Fd conn, Fd out);
   void finish(const std::shared_ptr<Group>& g);
   struct DomainInfo {
     std::string uuid;
     DomainPolicy policy;
   };
   Result<DomainInfo> domain_info(const std::string& name);
+  // The destination's libvirt, opened once per URI and kept while alive: a
+  // TLS or SSH handshake is several round trips on a long path.
+  Result<std::shared_ptr<virConnect>> peer_conn(const std::string& uri);
+  std::mutex peers_mu_;
+  std::map<std::string, std::shared_ptr<virConnect>> peers_;
 
   Daemon& d_;
   InterceptOptions o_;
@@ -123,6 +137,10 @@ class Interceptor {
   std::atomic<uint64_t> connections_{0}, not_qemu_{0}, encrypted_{0}, plain_disabled_{0}, plain_no_daemon_{0},
       refused_{0}, failed_{0}, plain_relays_{0}, over_limit_{0};
   std::atomic<int> in_flight_{0};  // connections being identified
+  std::atomic<int> relays_open_{0};  // plain relays
+  mutable std::mutex recent_mu_;
+  std::vector<json> recent_;  // the last kRecent decisions, oldest first
+  static constexpr size_t kRecent = 32;
 };
 
 }  // namespace encmig

@@ -8,11 +8,14 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
+#include <sstream>
 #include <set>
 #include <thread>
 
 #include "common/json.h"
 #include "daemon/arm_request.h"
+#include "daemon/nft_table.h"
 #include "migration/handshake_io.h"
 #include "migration/log.h"
 
@@ -48,6 +51,10 @@ Result<std::unique_ptr<LibvirtAgent>> LibvirtAgent::create(Daemon& daemon) {
     if (const struct group* g = getgrnam(gname.c_str())) a->qemu_gid_ = int(g->gr_gid);
     else if (!o.qemu_group.empty()) return make_error(ErrorCode::kInvalidArgument, "no such group: " + gname);
   }
+  std::ifstream conf(o.qemu_conf);
+  std::stringstream text;
+  text << conf.rdbuf();
+  parse_qemu_conf_ports(text.str(), a->port_min_, a->port_max_);
   return a;
 }
 
@@ -176,6 +183,9 @@ void LibvirtAgent::handle_new(virConnectPtr c, virSecretPtr s, Entry& e) {
   auto cfg = parse_arm_request(body, ArmChannel::kHandoff, d_.options().run_dir, e.id);
   if (!cfg) return fail(c, e, cfg.error().text());
   cfg->socket_gid = qemu_gid_;
+  if (cfg->transparent && (cfg->qemu_tcp.port < port_min_ || cfg->qemu_tcp.port > port_max_))
+    return fail(c, e, "qemu-address " + cfg->qemu_tcp.str() + " is outside libvirt's migration ports " +
+                          std::to_string(port_min_) + "-" + std::to_string(port_max_));
   if (cfg->transparent) {  // the domain's name here: by its UUID (the source may not know a --dname)
     VirDomain dom(virDomainLookupByUUIDString(c, cfg->domain_uuid.c_str()));
     const char* name = dom ? virDomainGetName(dom.get()) : nullptr;

@@ -62,6 +62,7 @@ class LibvirtAgent {
   Daemon& d_;
   std::atomic<bool> stop_{false};
   int qemu_gid_ = -1;
+  uint16_t port_min_ = 49152, port_max_ = 49215;  // qemu.conf's migration ports
   std::map<std::string, Entry> entries_;  // by secret UUID
 };
 

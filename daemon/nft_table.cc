@@ -105,4 +105,26 @@ void parse_qemu_conf_ports(const std::string& text, uint16_t& port_min, uint16_t
   if (port_min > port_max) port_min = 49152, port_max = 49215;
 }
 
+std::string qemu_conf_string(const std::string& text, const std::string& key) {
+  std::string found;
+  size_t pos = 0;
+  while (pos < text.size()) {
+    size_t nl = text.find('\n', pos);
+    std::string line = text.substr(pos, nl == std::string::npos ? std::string::npos : nl - pos);
+    pos = nl == std::string::npos ? text.size() : nl + 1;
+    size_t i = line.find_first_not_of(" \t");
+    if (i == std::string::npos || line[i] == '#') continue;
+    size_t eq = line.find('=', i);
+    if (eq == std::string::npos) continue;
+    std::string k = line.substr(i, eq - i);
+    while (!k.empty() && std::isspace(static_cast<unsigned char>(k.back()))) k.pop_back();
+    if (k != key) continue;
+    size_t q1 = line.find('"', eq);
+    size_t q2 = q1 == std::string::npos ? q1 : line.find('"', q1 + 1);
+    if (q2 == std::string::npos) continue;
+    found = line.substr(q1 + 1, q2 - q1 - 1);  // the last setting wins, as in libvirt's parser
+  }
+  return found;
+}
+
 }  // namespace encmig

@@ -45,5 +45,7 @@ Status nft_remove(const std::string& nft = "/usr/sbin/nft");
 // migration_port_min and migration_port_max from qemu.conf's text; absent or
 // out-of-range values keep their defaults.
 void parse_qemu_conf_ports(const std::string& text, uint16_t& port_min, uint16_t& port_max);
+// A string setting of qemu.conf (`user = "libvirt-qemu"`), or "" if unset.
+std::string qemu_conf_string(const std::string& text, const std::string& key);
 
 }  // namespace encmig

@@ -2,6 +2,7 @@
 
 #include <arpa/inet.h>
 #include <dirent.h>
+#include <ifaddrs.h>
 #include <netinet/in.h>
 #include <unistd.h>
 
@@ -206,6 +207,10 @@ std::vector<LibvirtQemu> libvirt_qemus(const std::string& libvirt_run_dir) {
   while (dirent* de = readdir(d)) {
     std::string n = de->d_name;
     if (n.size() <= 4 || n.compare(n.size() - 4, 4, ".pid") != 0 || n[0] == '.') continue;
+    // A running domain has its status XML next to its pid file; libvirt's
+    // helpers (virtiofsd, passt, swtpm...) have pid files there but are not
+    // domains.
+    if (access((dir + "/" + n.substr(0, n.size() - 4) + ".xml").c_str(), F_OK) != 0) continue;
     pid_t p = pid_in(dir + "/" + n);
     if (!p || std::find(libvirtd.begin(), libvirtd.end(), p) != libvirtd.end()) continue;
     out.push_back({n.substr(0, n.size() - 4), p});
@@ -239,6 +244,25 @@ LibvirtQemu qemu_holding(uint64_t inode, const std::string& libvirt_run_dir) {
   return {};
 }
 
+bool libvirtd_holding(uint64_t inode, const std::string& libvirt_run_dir) {
+  for (const std::string& f : {libvirt_run_dir + "/qemu/driver.pid", libvirt_run_dir + "/../libvirtd.pid",
+                               libvirt_run_dir + "/../virtqemud.pid"})
+    if (pid_t p = pid_in(f); p && holds_socket(p, inode)) return true;
+  return false;
+}
+
+bool is_local_address(const TcpEndpoint& a) {
+  ifaddrs* list = nullptr;
+  if (getifaddrs(&list) != 0) return false;
+  bool found = false;
+  for (ifaddrs* i = list; i && !found; i = i->ifa_next) {
+    if (!i->ifa_addr || (i->ifa_addr->sa_family != AF_INET && i->ifa_addr->sa_family != AF_INET6)) continue;
+    found = TcpEndpoint::from_sockaddr(i->ifa_addr).addr == a.addr;
+  }
+  freeifaddrs(list);
+  return found;
+}
+
 Result<Fd> connect_qemu_listener(const HostPort& at, const std::string& domain, const std::string& libvirt_run_dir,
                                  int timeout_ms, pid_t* qemu) {
   TcpEndpoint ep;
@@ -251,6 +275,7 @@ Result<Fd> connect_qemu_listener(const HostPort& at, const std::string& domain, 
     return make_error(ErrorCode::kInvalidArgument, "QEMU's address " + at.str() + " is not an IP address");
   }
   const std::string where = "QEMU's incoming migration listener at " + at.str();
+  if (!is_local_address(ep)) return make_error(ErrorCode::kPolicy, at.str() + " is not an address of this host");
   auto l = find_tcp_listener(ep);
   if (!l.inode) return make_error(ErrorCode::kPolicy, "nothing listens at " + at.str() + " on this host");
   pid_t want = 0;
@@ -264,6 +289,20 @@ Result<Fd> connect_qemu_listener(const HostPort& at, const std::string& domain, 
   so.nodelay = true;
   auto fd = tcp_connect(at, so, timeout_ms);
   if (!fd) return make_error(fd.error().code, where + ": " + fd.error().text());
+  // Who accepted it? The accepted socket gets its inode when QEMU accept()s it.
+  sockaddr_storage mine{};
+  socklen_t ml = sizeof mine;
+  if (getsockname(fd->get(), reinterpret_cast<sockaddr*>(&mine), &ml) != 0)
+    return make_error(ErrorCode::kIo, where + ": getsockname: " + errno_text(errno));
+  const TcpEndpoint me = TcpEndpoint::from_sockaddr(reinterpret_cast<sockaddr*>(&mine));
+  for (int i = 0;; i++) {
+    auto peer = find_tcp_socket(ep, me);
+    if (peer.inode && holds_socket(want, peer.inode)) break;
+    if (i >= 500)  // 5 s
+      return make_error(ErrorCode::kPolicy, "the connection to " + at.str() + " was not accepted by domain '" + domain +
+                                                "''s QEMU (pid " + std::to_string(want) + "): refusing to relay its migration there");
+    usleep(10000);
+  }
   if (qemu) *qemu = want;
   return fd;
 }

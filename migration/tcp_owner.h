@@ -63,11 +63,17 @@ std::vector<LibvirtQemu> libvirt_qemus(const std::string& libvirt_run_dir);
 bool holds_socket(pid_t pid, uint64_t inode);
 // The libvirt domain whose QEMU holds the socket; an empty domain if none does.
 LibvirtQemu qemu_holding(uint64_t inode, const std::string& libvirt_run_dir);
+// Whether libvirtd (or virtqemud) holds the socket.
+bool libvirtd_holding(uint64_t inode, const std::string& libvirt_run_dir);
+// Whether `addr` is an address of one of this host's interfaces.
+bool is_local_address(const TcpEndpoint& addr);
 
 // Destination, transparent mode: connects to QEMU's incoming TCP listener at
-// `at`, after checking that the listening socket belongs to the QEMU of
-// libvirt domain `domain` (and to nothing else), so a migration can only be
-// relayed to the domain it was handed off for. `qemu` gets its pid.
+// `at`, a local address, after checking that the listening socket belongs to
+// the QEMU of libvirt domain `domain`; then, before a byte goes through,
+// that the connection was accepted by that QEMU (and not by another socket
+// bound to the same port), so a migration can only be relayed to the domain
+// it was handed off for. `qemu` gets its pid.
 Result<Fd> connect_qemu_listener(const HostPort& at, const std::string& domain, const std::string& libvirt_run_dir,
                                  int timeout_ms, pid_t* qemu);
 

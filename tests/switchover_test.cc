@@ -1,5 +1,5 @@
 // The downtime limit encmig gives QEMU while the source daemon holds bytes.
-#include "cli/switchover.h"
+#include "common/switchover.h"
 
 #include <gtest/gtest.h>
 

@@ -53,7 +53,7 @@ static const char kUsage[] =
     "  --peer-libvirt-uri T  the destination's libvirt for the key hand-off, with this host's\n"
     "                        libvirt client credentials; %s = the destination's address\n"
     "                        (default qemu+tls://%s/system)\n"
-    "  --intercept-port N    local port the table redirects to (default 16521)\n"
+    "  --intercept-port N    local port the table redirects to, below 1024 (default 965)\n"
     "  --qemu-conf PATH      where libvirt's migration_port_min/max are (default /etc/libvirt/qemu.conf)\n"
     "  --qemu-user USER      QEMU's user, whose connections are caught besides root's (default libvirt-qemu)\n"
     "  --handoff-timeout MS  transparent: no answer from the destination's encmigd in this long means\n"
@@ -183,7 +183,7 @@ int main(int argc, char** argv) {
                a == "--handoff-timeout" || a == "--allow-insecure-handoff") {
       if (a == "--peer-libvirt-uri") t.peer_uri = next();
       else if (a == "--intercept-port") t.port = uint16_t(number(1, 65535));
-      else if (a == "--qemu-conf") t.qemu_conf = next();
+      else if (a == "--qemu-conf") t.qemu_conf = o.qemu_conf = next();
       else if (a == "--qemu-user") t.qemu_user = next();
       else if (a == "--handoff-timeout") t.handoff_timeout_ms = number(100, 600000);
       else t.allow_insecure_handoff = true;

@@ -120,6 +120,8 @@ def unchanged_virsh():
         assert "no encmigd answered on the destination" in b.encmigd_log()
         s = stats(b)
         assert s["plain-no-encmigd"] == 1 and s["refused-policy"] == 1, s
+        out = b.sh([getattr(b, "encmig_path", ENCMIG), "status"]).stdout
+        assert "refused (policy required)" in out and "no encmigd answered on the destination" in out, out
 
         # 6. Not a QEMU: a root process connecting into the range is refused.
         r = b.sh(["python3", "-c", "import socket; s = socket.create_connection(('10.77.0.1', 49200), 5);"

@@ -28,6 +28,10 @@ dpkg-deb -e "$deb" "$work/control"
 grep -q "daemon-reload" "$work/control/postinst" || { echo "postinst does not reload systemd"; exit 1; }
 grep -q "^/etc/default/encmigd$" "$work/control/conffiles" || { echo "/etc/default/encmigd is not a conffile"; exit 1; }
 grep -q "CAP_NET_ADMIN" "$unit"
+# The transparent mode: on by default, and removing the package leaves no rule.
+grep -q '^ENCMIGD_ARGS="--transparent"' "$root/etc/default/encmigd" || { echo "the transparent mode is not on by default"; exit 1; }
+grep -q "nft delete table inet encmig" "$work/control/postrm" || { echo "postrm does not remove the nftables table"; exit 1; }
+dpkg-deb -f "$deb" Depends | grep -q nftables || { echo "the package does not depend on nftables"; exit 1; }
 "$root/usr/sbin/encmigd" --help >/dev/null
 "$root/usr/bin/encmig" --help >/dev/null
 

@@ -1,4 +1,4 @@
-#include "cli/switchover.h"
+#include "common/switchover.h"
 
 #include <algorithm>
 #include <cstdlib>
