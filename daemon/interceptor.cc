@@ -1,6 +1,7 @@
 #include "daemon/interceptor.h"
 
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <pwd.h>
 #include <sys/socket.h>
@@ -202,6 +203,10 @@ void Interceptor::accept_loop(int lfd, int family) {
     }
     connections_++;
     Fd conn(fd);
+    // As the relay's other sockets: QEMU's small return-path and switch-over
+    // messages are not held back by Nagle.
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     sockaddr_storage od{}, pd{};
     socklen_t ol = sizeof od, pl = sizeof pd;
     const int level = family == AF_INET ? SOL_IP : SOL_IPV6;

@@ -21,7 +21,7 @@ else
          attack-resume-race-multifd libvirt-live-single libvirt-live-parallel-4 libvirt-storage libvirt-policy-matrix
          libvirt-tamper libvirt-postcopy-preempt outage-reset-1s-lan-single outage-blackhole-lan-multifd4
          outage-during-switchover outage-postcopy outage-postcopy-preempt linux-guest-live linux-guest-storage linux-guest-postcopy
-         transparent-virsh transparent-postcopy-restarts)
+         transparent-virsh transparent-postcopy-restarts transparent-linux-guest)
 fi
 out=$(bash "$src/scripts/debian13-build.sh" "${targets[@]}") || { echo "0 passed, 1 failed, 0 skipped"; exit 1; }
 root=$(echo "$out" | sed -n 1p)

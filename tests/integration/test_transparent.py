@@ -315,10 +315,45 @@ def postcopy_and_restarts():
         hosts.close()
 
 
+def linux_guest():
+    """The Linux guest from Debian's packages, Redis writing its append-only
+    file with fsync on a virtio disk, virtio network: an unchanged
+    `virsh migrate --p2p --parallel 2 --copy-storage-all`. Every channel and the
+    NBD copy are carried encrypted; Redis goes on on the destination."""
+    import test_linux_guest as lg
+    hosts = lg.setup(disk=True)
+    try:
+        a, b = hosts.a, hosts.b
+        for h in (a, b):
+            h.stop_encmigd()
+            h.start_encmigd(transparent_args(hosts))
+        lg.start(a, "r", disk="/var/lib/libvirt/images/redis.qcow2", cmdline="encmig.keys=20000 encmig.mix=25 encmig.aof=always")
+        before = lg.serial(a, "r")[0][-1]
+        tap = tapped(a, "")
+        r = virsh_migrate(a, b, "r", "--parallel", "--parallel-connections", "2", "--copy-storage-all", timeout=600)
+        tap.close()
+        assert r.returncode == 0, r.stderr + a.encmigd_log()[-2000:]
+        lg.check_continued(a, b, "r", before)
+        assert tap.bytes_in_range(*PORTS) == 0, "a migration or NBD connection crossed the wire in plain text"
+        assert tap.bytes_to_port(16520) > 32 << 20, tap.bytes_to_port(16520)
+        log = a.encmigd_log()
+        assert log.count("encrypted: encmigd on the destination armed") == 2, log[-3000:]  # memory + channels, NBD
+        wait_for(lambda: " completed: 3 streams" in a.encmigd_log(), 20, a.encmigd_log()[-3000:])
+        assert "libvirt-qemu" in b.sh(["ps", "-o", "user=", "-C", "qemu-system-x86_64"]).stdout
+        wait_for(lambda: not a.secrets() and not b.secrets(), 10, "hand-off secrets left")
+    except BaseException:
+        if os.environ.get("ENCMIG_KEEP_LOGS"):
+            subprocess.run(["cp", "-r", hosts.dir, os.environ["ENCMIG_KEEP_LOGS"]], capture_output=True)
+        raise
+    finally:
+        hosts.close()
+
+
 CASES = {
     "transparent-virsh": unchanged_virsh,
     "transparent-storage-nova-tenants": storage_nova_and_tenants,
     "transparent-postcopy-restarts": postcopy_and_restarts,
+    "transparent-linux-guest": linux_guest,
 }
 
 if __name__ == "__main__":
