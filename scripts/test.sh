@@ -14,7 +14,8 @@ ninja -C "$build" >/dev/null || { ninja -C "$build" | tail -30; echo "0 passed, 
 # The whole outage matrix (about 20 min more) and the 30 min soak run on request:
 #   meson test -C build --suite outage-full
 #   meson test -C build --suite soak-full
-#   meson test -C build --suite libvirt-full   (libvirt postcopy with its preempt channel)
+#   meson test -C build --suite libvirt-full   (libvirt postcopy with its preempt channel, --parallel 2,
+#                                               the transparent mode with the Linux guest)
 if [ $# -eq 0 ]; then set -- --no-suite outage-full --no-suite soak-full --no-suite libvirt-full; fi
 meson test -C "$build" --print-errorlogs --num-processes 1 "$@"
 rc=$?
