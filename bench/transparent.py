@@ -23,6 +23,7 @@ from hosts import ENCMIG, TwoHosts  # noqa: E402
 from sniff import Sniffer  # noqa: E402
 import test_linux_guest as lg  # noqa: E402
 from test_libvirt import running_on  # noqa: E402
+from test_transparent import transparent_args  # noqa: E402
 
 PLAIN_PORT = 49300  # outside libvirt's range: never intercepted
 
@@ -52,6 +53,22 @@ def boot(host, name, mem, touch):
     open(path, "w").write(lg.domain_xml(name, cmdline=f"encmig.touch={touch}"))
     host.virsh("create", path)
     lg.wait_for(lambda: "touched" in lg.serial(host, name)[1], 600, f"{name} never touched its memory")
+
+
+def transparent_hosts(rtt):
+    """Two hosts joined at 1 Gb/s with this RTT, the Linux guest's files on
+    both, encmigd --transparent on both."""
+    hosts = TwoHosts(debian=True, wan=(rtt, 1000))
+    try:
+        for h in hosts.all:
+            images = os.path.join(h.dir, "lib", "images")
+            for f in ("vmlinuz", "initrd.img"):
+                subprocess.run(["cp", os.path.join(lg.GUEST_DIR, f), images], check=True)
+            h.start_encmigd(transparent_args(hosts))
+    except BaseException:
+        hosts.close()
+        raise
+    return hosts
 
 
 def downtime_ms(dst, name):
@@ -95,13 +112,8 @@ def med(rows, key):
 
 
 def single(rtt, reps, mem, results):
-    hosts = TwoHosts(debian=True, wan=(rtt, 1000))
+    hosts = transparent_hosts(rtt)
     try:
-        for h in hosts.all:
-            images = os.path.join(h.dir, "lib", "images")
-            for f in ("vmlinuz", "initrd.img"):
-                subprocess.run(["cp", os.path.join(lg.GUEST_DIR, f), images], check=True)
-            h.start_encmigd(["--transparent", "--peer-libvirt-uri", f"qemu+tls://%s/system?pkipath={hosts.certs.client_dir}"])
         boot(hosts.a, "t", mem + 256, mem)
         at = hosts.a
         rows = []
@@ -130,13 +142,8 @@ def single(rtt, reps, mem, results):
 
 
 def evacuate(n, reps, mem, results):
-    hosts = TwoHosts(debian=True, wan=(0.5, 1000))
+    hosts = transparent_hosts(0.5)
     try:
-        for h in hosts.all:
-            images = os.path.join(h.dir, "lib", "images")
-            for f in ("vmlinuz", "initrd.img"):
-                subprocess.run(["cp", os.path.join(lg.GUEST_DIR, f), images], check=True)
-            h.start_encmigd(["--transparent", "--peer-libvirt-uri", f"qemu+tls://%s/system?pkipath={hosts.certs.client_dir}"])
         names = [f"e{i}" for i in range(n)]
         for name in names:
             boot(hosts.a, name, mem + 256, mem)

@@ -80,7 +80,11 @@ Status nft_remove(const std::string& nft) {
   return run_nft(nft, {"-f", "-"}, std::string("table inet ") + kNftTable + " {}\ndelete table inet " + kNftTable + "\n");
 }
 
-void parse_qemu_conf_ports(const std::string& text, uint16_t& port_min, uint16_t& port_max) {
+namespace {
+// Calls fn(key, value text) for each `key = value` line of qemu.conf that is
+// not a comment; the value text starts after the '=' and its blanks.
+template <typename Fn>
+void for_each_setting(const std::string& text, Fn fn) {
   size_t pos = 0;
   while (pos < text.size()) {
     size_t nl = text.find('\n', pos);
@@ -92,38 +96,32 @@ void parse_qemu_conf_ports(const std::string& text, uint16_t& port_min, uint16_t
     if (eq == std::string::npos) continue;
     std::string key = line.substr(i, eq - i);
     while (!key.empty() && std::isspace(static_cast<unsigned char>(key.back()))) key.pop_back();
-    if (key != "migration_port_min" && key != "migration_port_max") continue;
     size_t v = line.find_first_not_of(" \t", eq + 1);
-    if (v == std::string::npos) continue;
+    fn(key, v == std::string::npos ? std::string() : line.substr(v));
+  }
+}
+}  // namespace
+
+void parse_qemu_conf_ports(const std::string& text, uint16_t& port_min, uint16_t& port_max) {
+  for_each_setting(text, [&](const std::string& key, const std::string& value) {
+    if (key != "migration_port_min" && key != "migration_port_max") return;
     long n = 0;
     size_t digits = 0;
-    while (v + digits < line.size() && std::isdigit(static_cast<unsigned char>(line[v + digits])) && digits < 6)
-      n = n * 10 + (line[v + digits++] - '0');
-    if (digits == 0 || n < 1 || n > 65535) continue;
+    while (digits < value.size() && std::isdigit(static_cast<unsigned char>(value[digits])) && digits < 6)
+      n = n * 10 + (value[digits++] - '0');
+    if (digits == 0 || n < 1 || n > 65535) return;
     (key == "migration_port_min" ? port_min : port_max) = uint16_t(n);
-  }
+  });
   if (port_min > port_max) port_min = 49152, port_max = 49215;
 }
 
 std::string qemu_conf_string(const std::string& text, const std::string& key) {
-  std::string found;
-  size_t pos = 0;
-  while (pos < text.size()) {
-    size_t nl = text.find('\n', pos);
-    std::string line = text.substr(pos, nl == std::string::npos ? std::string::npos : nl - pos);
-    pos = nl == std::string::npos ? text.size() : nl + 1;
-    size_t i = line.find_first_not_of(" \t");
-    if (i == std::string::npos || line[i] == '#') continue;
-    size_t eq = line.find('=', i);
-    if (eq == std::string::npos) continue;
-    std::string k = line.substr(i, eq - i);
-    while (!k.empty() && std::isspace(static_cast<unsigned char>(k.back()))) k.pop_back();
-    if (k != key) continue;
-    size_t q1 = line.find('"', eq);
-    size_t q2 = q1 == std::string::npos ? q1 : line.find('"', q1 + 1);
-    if (q2 == std::string::npos) continue;
-    found = line.substr(q1 + 1, q2 - q1 - 1);  // the last setting wins, as in libvirt's parser
-  }
+  std::string found;  // the last setting wins, as in libvirt's parser
+  for_each_setting(text, [&](const std::string& k, const std::string& value) {
+    if (k != key || value.empty() || value[0] != '"') return;
+    size_t q2 = value.find('"', 1);
+    if (q2 != std::string::npos) found = value.substr(1, q2 - 1);
+  });
   return found;
 }
 

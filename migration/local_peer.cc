@@ -14,15 +14,14 @@
 
 namespace encmig {
 
-namespace {
-
-// A pid from a root-written pid file, or 0.
 pid_t read_pid_file(const std::string& path) {
   std::ifstream in(path);
   long v = 0;
   if (!(in >> v) || v <= 0 || v > (1L << 22)) return 0;
   return pid_t(v);
 }
+
+namespace {
 
 bool safe_name(const std::string& n) {
   if (n.empty() || n.size() > 200 || n == "." || n == "..") return false;

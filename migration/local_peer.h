@@ -28,6 +28,9 @@ struct LocalPeerPolicy {
   bool unchecked() const { return qemu_pid == 0 && libvirt_domain.empty(); }
 };
 
+// A pid from a root-written pid file, or 0.
+pid_t read_pid_file(const std::string& path);
+
 // Checks the process at the other end of a connected UNIX socket. On success,
 // `qemu` (if given) is the domain's QEMU pid, when known.
 Status check_local_peer(int fd, const LocalPeerPolicy& policy, pid_t* qemu = nullptr);

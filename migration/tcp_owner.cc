@@ -1,5 +1,7 @@
 #include "migration/tcp_owner.h"
 
+#include "migration/local_peer.h"
+
 #include <arpa/inet.h>
 #include <dirent.h>
 #include <ifaddrs.h>
@@ -184,15 +186,6 @@ TcpSocketEntry find_tcp_listener(const TcpEndpoint& at) {
   return wildcard;
 }
 
-namespace {
-pid_t pid_in(const std::string& path) {
-  std::ifstream in(path);
-  long v = 0;
-  if (!(in >> v) || v <= 0 || v > (1L << 22)) return 0;
-  return pid_t(v);
-}
-}  // namespace
-
 std::vector<LibvirtQemu> libvirt_qemus(const std::string& libvirt_run_dir) {
   std::vector<LibvirtQemu> out;
   std::string dir = libvirt_run_dir + "/qemu";
@@ -201,7 +194,7 @@ std::vector<LibvirtQemu> libvirt_qemus(const std::string& libvirt_run_dir) {
   // connected for one.
   std::vector<pid_t> libvirtd;
   for (const std::string& f : {dir + "/driver.pid", libvirt_run_dir + "/../libvirtd.pid", libvirt_run_dir + "/../virtqemud.pid"})
-    if (pid_t p = pid_in(f)) libvirtd.push_back(p);
+    if (pid_t p = read_pid_file(f)) libvirtd.push_back(p);
   DIR* d = opendir(dir.c_str());
   if (!d) return out;
   while (dirent* de = readdir(d)) {
@@ -211,7 +204,7 @@ std::vector<LibvirtQemu> libvirt_qemus(const std::string& libvirt_run_dir) {
     // helpers (virtiofsd, passt, swtpm...) have pid files there but are not
     // domains.
     if (access((dir + "/" + n.substr(0, n.size() - 4) + ".xml").c_str(), F_OK) != 0) continue;
-    pid_t p = pid_in(dir + "/" + n);
+    pid_t p = read_pid_file(dir + "/" + n);
     if (!p || std::find(libvirtd.begin(), libvirtd.end(), p) != libvirtd.end()) continue;
     out.push_back({n.substr(0, n.size() - 4), p});
   }
@@ -247,7 +240,7 @@ LibvirtQemu qemu_holding(uint64_t inode, const std::string& libvirt_run_dir) {
 bool libvirtd_holding(uint64_t inode, const std::string& libvirt_run_dir) {
   for (const std::string& f : {libvirt_run_dir + "/qemu/driver.pid", libvirt_run_dir + "/../libvirtd.pid",
                                libvirt_run_dir + "/../virtqemud.pid"})
-    if (pid_t p = pid_in(f); p && holds_socket(p, inode)) return true;
+    if (pid_t p = read_pid_file(f); p && holds_socket(p, inode)) return true;
   return false;
 }
 

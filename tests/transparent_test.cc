@@ -82,6 +82,8 @@ TEST(QemuConf, PortRange) {
   parse_qemu_conf_ports("migration_port_min = 70000\nmigration_port_max = x\n", lo, hi);
   EXPECT_EQ(lo, 49152);
   EXPECT_EQ(hi, 49215);
+  EXPECT_EQ(qemu_conf_string("user = \"a\"\n#user = \"b\"\nuser=\"c\" # last wins\ngroup = \"d\"\n", "user"), "c");
+  EXPECT_EQ(qemu_conf_string("user = root\n", "user"), "");  // not a string
   parse_qemu_conf_ports("migration_port_min = 60000\nmigration_port_max = 50000\n", lo, hi);  // inverted: defaults
   EXPECT_EQ(lo, 49152);
   EXPECT_EQ(hi, 49215);

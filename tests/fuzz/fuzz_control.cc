@@ -28,6 +28,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   uint16_t lo = 49152, hi = 49215;
   parse_qemu_conf_ports(text, lo, hi);
   if (lo > hi) __builtin_trap();
+  (void)qemu_conf_string(text, "user");
   std::string buf = text;
   for (auto& obj : split_json_objects(buf)) {
     json req = json::parse(obj, nullptr, false);

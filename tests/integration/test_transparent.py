@@ -21,6 +21,12 @@ def transparent_args(hosts):
             "--peer-libvirt-uri", f"qemu+tls://%s/system?pkipath={hosts.certs.client_dir}"]
 
 
+def keep_logs(hosts):
+    """On a failure, with ENCMIG_KEEP_LOGS=DIR: the hosts' logs are copied there."""
+    if os.environ.get("ENCMIG_KEEP_LOGS"):
+        subprocess.run(["cp", "-r", hosts.dir, os.environ["ENCMIG_KEEP_LOGS"]], capture_output=True)
+
+
 def virsh_migrate(src, dst, dom, *extra, timeout=300):
     """`virsh migrate` exactly as an operator types it: no encmig anywhere."""
     return src.sh(["virsh", "-c", "qemu:///system", "migrate", "--live", "--p2p", *extra, dom, dst.uri()],
@@ -147,8 +153,7 @@ def unchanged_virsh():
         assert "encmig" not in b.sh(["nft", "list", "tables"]).stdout
         assert_no_secrets(hosts)
     except BaseException:
-        if os.environ.get("ENCMIG_KEEP_LOGS"):
-            subprocess.run(["cp", "-r", hosts.dir, os.environ["ENCMIG_KEEP_LOGS"]], capture_output=True)
+        keep_logs(hosts)
         raise
     finally:
         hosts.close()
@@ -248,8 +253,7 @@ def storage_nova_and_tenants():
         assert running_on(a, "evil")
         wait_for(lambda: not a.secrets() and not b.secrets(), 10, "hand-off secrets left")
     except BaseException:
-        if os.environ.get("ENCMIG_KEEP_LOGS"):
-            subprocess.run(["cp", "-r", hosts.dir, os.environ["ENCMIG_KEEP_LOGS"]], capture_output=True)
+        keep_logs(hosts)
         raise
     finally:
         hosts.close()
@@ -308,8 +312,7 @@ def postcopy_and_restarts():
         # outage budget) plus 120 s; every other one is gone.
         wait_for(lambda: not b.secrets() and len(a.secrets()) <= 1, 20, "hand-off secrets left")
     except BaseException:
-        if os.environ.get("ENCMIG_KEEP_LOGS"):
-            subprocess.run(["cp", "-r", hosts.dir, os.environ["ENCMIG_KEEP_LOGS"]], capture_output=True)
+        keep_logs(hosts)
         raise
     finally:
         hosts.close()
@@ -342,8 +345,7 @@ def linux_guest():
         assert "libvirt-qemu" in b.sh(["ps", "-o", "user=", "-C", "qemu-system-x86_64"]).stdout
         wait_for(lambda: not a.secrets() and not b.secrets(), 10, "hand-off secrets left")
     except BaseException:
-        if os.environ.get("ENCMIG_KEEP_LOGS"):
-            subprocess.run(["cp", "-r", hosts.dir, os.environ["ENCMIG_KEEP_LOGS"]], capture_output=True)
+        keep_logs(hosts)
         raise
     finally:
         hosts.close()
